@@ -1,0 +1,32 @@
+# `make run`: set everything up on a fresh machine and run the product on its embedded defaults.
+# `make test`: the whole suite (on PostgreSQL and Redis when DATABASE_URL / REDIS_URL are set).
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PYTHON_SYSTEM ?= python3
+
+.PHONY: run test lint format install
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PYTHON) manage.py migrate --noinput
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PYTHON) manage.py create_demo_agent
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(VENV)/bin/honcho start -f $$(if [ -n "$$TELEGRAM_BOT_TOKEN" ]; then echo Procfile; else echo Procfile.sandbox; fi)
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .

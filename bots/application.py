@@ -1,0 +1,121 @@
+"""The python-telegram-bot ``Application``: built in one place, initialised once per process.
+
+PTB's ``Application.initialize()`` checks ``_initialized`` before an await and sets it after, so
+two first requests arriving together would both run it (two getMe calls, two HTTP clients).
+``get_application()`` serialises the first initialisation behind an asyncio lock; a failed
+initialisation is not kept, so the next caller tries again.
+
+The Application is a per-process resource bound to the event loop that initialised it: daphne's
+loop in a server process, and in a worker process the loop of ``BotLoop`` (sync code cannot share
+daphne's loop, and a new loop per call would orphan the bot's HTTP connections).
+"""
+
+import asyncio
+import atexit
+import logging
+import sys
+import threading
+
+from django.conf import settings
+from telegram.ext import Application, ApplicationBuilder
+
+logger = logging.getLogger(__name__)
+
+
+def build_application():
+    """The bot Application for this deployment: webhook-driven (no Updater), API URL from settings."""
+    from .handlers import register_handlers
+
+    application = (
+        ApplicationBuilder()
+        .token(settings.TELEGRAM_BOT_TOKEN)
+        .base_url(f"{settings.TELEGRAM_API_URL}/bot")
+        .base_file_url(f"{settings.TELEGRAM_API_URL}/file/bot")
+        .updater(None)
+        .connection_pool_size(settings.TELEGRAM_WEBHOOK_MAX_CONNECTIONS + 8)
+        .connect_timeout(5)
+        .read_timeout(10)
+        .write_timeout(10)
+        .pool_timeout(5)
+        .build()
+    )
+    register_handlers(application)
+    return application
+
+
+class _ApplicationHolder:
+    def __init__(self):
+        self.application = None
+        self.lock = asyncio.Lock()
+
+    async def get(self):
+        if self.application is not None:
+            return self.application
+        async with self.lock:
+            if self.application is None:
+                application = build_application()
+                await application.initialize()  # raises on failure: nothing is kept, the next call retries
+                self.application = application
+                _shut_down_on_exit()
+                logger.info("Telegram bot application initialised as @%s.", application.bot.username)
+        return self.application
+
+    async def shutdown(self):
+        async with self.lock:
+            application, self.application = self.application, None
+        if application is not None:
+            await application.shutdown()
+            logger.info("Telegram bot application shut down.")
+
+
+_holder = _ApplicationHolder()
+
+
+def _shut_down_on_exit():
+    """Arrange for the Application to be shut down (closing its HTTP clients) when the process exits."""
+    loop = asyncio.get_running_loop()
+    if "twisted.internet.reactor" in sys.modules:
+        # daphne runs on Twisted's asyncio reactor and has no ASGI lifespan: hook its shutdown.
+        from twisted.internet import defer, reactor
+
+        reactor.addSystemEventTrigger(
+            "before", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(shutdown_application()))
+        )
+    else:
+        atexit.register(lambda: asyncio.run_coroutine_threadsafe(shutdown_application(), loop).result(10))
+
+
+async def get_application():
+    """This process's initialised Application (initialising it on first use)."""
+    return await _holder.get()
+
+
+async def shutdown_application():
+    await _holder.shutdown()
+
+
+class BotLoop:
+    """An event loop in a daemon thread, for calling the bot from sync code (the task worker)."""
+
+    _lock = threading.Lock()
+    _loop = None
+
+    @classmethod
+    def run(cls, coroutine_function, timeout=60):
+        """Run ``await coroutine_function(bot)`` on the bot's loop and return its result."""
+
+        async def call():
+            application = await get_application()
+            return await coroutine_function(application.bot)
+
+        future = asyncio.run_coroutine_threadsafe(call(), cls._get_loop())
+        return future.result(timeout)
+
+    @classmethod
+    def _get_loop(cls):
+        with cls._lock:
+            if cls._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="telegram-bot-loop", daemon=True).start()
+                cls._loop = loop
+        return cls._loop

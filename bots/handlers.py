@@ -1,0 +1,159 @@
+"""The bot's update handlers: short functions that hand each customer message to tickets.services.
+
+Every handled update runs in ONE database transaction that first claims its ``update_id`` in
+``TelegramUpdate``; a redelivered update finds its claim taken and does nothing (G2). Automatic
+replies are queued in that same transaction, so they exist exactly when the message does.
+"""
+
+import logging
+from contextvars import ContextVar
+
+from asgiref.sync import sync_to_async
+from django.db import connection, transaction
+from django.utils import timezone
+from telegram import Update
+from telegram.ext import ApplicationHandlerStop, CommandHandler, MessageHandler, TypeHandler, filters
+
+from tickets import services
+from tickets.models import Ticket
+
+from .models import TelegramUpdate
+from .updates import attachment_of, profile_of, text_of
+
+logger = logging.getLogger(__name__)
+
+GREETING = (
+    "Hello{name}! This is customer support. Write your question here and an agent will answer in this chat.\n"
+    "Commands: /new starts a new ticket, /status shows your ticket."
+)
+TICKET_OPENED = "Thanks for your message! We opened ticket #{number}; an agent will answer here soon."
+NEW_TICKET = "Ticket #{number} is open. Write your question and an agent will answer here."
+STATUS = "Your ticket #{number} is {status}."
+
+# Errors raised by handlers during one webhook request; see bots.webhook.
+handler_errors: ContextVar[list | None] = ContextVar("handler_errors", default=None)
+
+
+def update_kind(update):
+    return next((str(kind) for kind in Update.ALL_TYPES if getattr(update, kind, None) is not None), "unknown")
+
+
+def claim_update(update_id, kind):
+    """Claim the update for this transaction; False if another transaction already processed it.
+
+    INSERT ... ON CONFLICT DO NOTHING waits for a concurrent claim of the same id to commit or roll
+    back, so exactly one transaction gets True; a plain INSERT would need a savepoint to recover.
+    """
+    table = TelegramUpdate._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (update_id, kind, received_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            [update_id, kind, timezone.now()],
+        )
+        return cursor.rowcount == 1
+
+
+def once_per_update(work):
+    """A PTB callback running ``work(update)`` once per update_id, in one transaction with the claim."""
+
+    def run_once(update):
+        with transaction.atomic():
+            if not claim_update(update.update_id, update_kind(update)):
+                logger.info("Update %s was already processed; ignoring the redelivery.", update.update_id)
+                return
+            work(update)
+
+    async def callback(update, context):
+        await sync_to_async(run_once)(update)
+        raise ApplicationHandlerStop  # handled: skip the catch-all that logs ignored updates
+
+    callback.__name__ = work.__name__
+    return callback
+
+
+def _record(update):
+    message = update.effective_message
+    return services.record_inbound_message(
+        profile_of(message.from_user),
+        text=text_of(message),
+        attachment=attachment_of(message),
+        telegram_message_id=message.message_id,
+        reply_to_telegram_message_id=message.reply_to_message.message_id if message.reply_to_message else None,
+    )
+
+
+@once_per_update
+def customer_message(update):
+    message, ticket_opened = _record(update)
+    if ticket_opened:
+        services.queue_reply(message.ticket, TICKET_OPENED.format(number=message.ticket.pk))
+
+
+@once_per_update
+def start_command(update):
+    message, _ = _record(update)
+    first_name = update.effective_user.first_name
+    services.queue_reply(message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""))
+
+
+@once_per_update
+def new_command(update):
+    customer = services.get_or_create_customer(profile_of(update.effective_user))
+    services.start_new_ticket(customer)
+    message, _ = _record(update)
+    services.queue_reply(message.ticket, NEW_TICKET.format(number=message.ticket.pk))
+
+
+@once_per_update
+def status_command(update):
+    message, _ = _record(update)
+    ticket = message.ticket
+    status = Ticket.Status(ticket.status).label.lower()
+    if ticket.assignee_id:
+        status += ", and an agent is on it"
+    services.queue_reply(ticket, STATUS.format(number=ticket.pk, status=status))
+
+
+@once_per_update
+def edited_message(update):
+    message = update.edited_message
+    stored = services.record_message_edit(
+        message.from_user.id,
+        message.message_id,
+        text=text_of(message),
+        attachment=attachment_of(message),
+        edited_at=message.edit_date,
+    )
+    if stored is None:
+        logger.info("Update %s edits message %s, which was never stored.", update.update_id, message.message_id)
+
+
+async def ignored_update(update, context):
+    chat = update.effective_chat
+    where = f" in a {chat.type} chat" if chat is not None else ""
+    logger.info("Ignored update %s: %s%s is not handled.", update.update_id, update_kind(update), where)
+
+
+async def capture_handler_error(update, context):
+    """Hand a handler's exception to the webhook view, which must not answer 200 for it."""
+    errors = handler_errors.get()
+    if errors is None:
+        logger.error("Update handler failed outside a webhook request.", exc_info=context.error)
+    else:
+        errors.append(context.error)
+
+
+def register_handlers(application):
+    private = filters.ChatType.PRIVATE
+    new_message = private & filters.UpdateType.MESSAGE
+    application.add_handlers(
+        [
+            CommandHandler("start", start_command, filters=new_message),
+            CommandHandler("new", new_command, filters=new_message),
+            CommandHandler("status", status_command, filters=new_message),
+            MessageHandler(new_message & ~filters.StatusUpdate.ALL, customer_message),
+            MessageHandler(private & filters.UpdateType.EDITED_MESSAGE, edited_message),
+        ]
+    )
+    application.add_handler(TypeHandler(Update, ignored_update), group=1)
+    application.add_error_handler(capture_handler_error)

@@ -1,0 +1,34 @@
+"""Turns the tickets' after-commit announcements into channel-layer group messages."""
+
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from . import events
+from .groups import INBOX, ticket_group
+
+
+# The channel-layer message type consumers implement to forward ``event`` to their WebSocket.
+CLIENT_EVENT = "client.event"
+
+
+def events_for(kind, ticket, message=None, user=None, message_id=None):
+    """The (groups, event) pairs one announcement becomes."""
+    room, inbox = ticket_group(ticket.pk), INBOX
+    if kind in ("message.created", "message.edited"):
+        return [((room, inbox), events.message_event(message))]
+    if kind == "message.delivery":
+        return [((room, inbox), events.delivery_event(message))]
+    if kind == "ticket.changed":
+        return [((room, inbox), events.ticket_event(ticket))]
+    if kind == "read":
+        return [((room,), events.read_event(user, message_id))]
+    raise ValueError(f"Unknown announcement kind {kind!r}")
+
+
+def broadcast(sender, kind, **objects):
+    """Receiver of tickets.signals.announced: send each event to its groups."""
+    layer = get_channel_layer()
+    for groups, event in events_for(kind, **objects):
+        for group in groups:
+            async_to_sync(layer.group_send)(group, {"type": CLIENT_EVENT, "event": event})

@@ -1,0 +1,9 @@
+"""Loaded as a pytest plugin (``-p tests.devenv``) before pytest-django sets Django up.
+
+The suite runs with development defaults (the sandbox bot, no secret key needed); a variable set
+in the environment still wins, so CI can point the suite at PostgreSQL and Redis.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_DEBUG", "1")

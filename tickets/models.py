@@ -1,0 +1,166 @@
+"""The support domain: customers, their tickets, the messages in them, and agents' read cursors.
+
+Only tickets.services writes these models; correctness that must survive concurrency lives in the
+constraints declared here.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Customer(models.Model):
+    """A person writing to the bot, identified by their Telegram user id."""
+
+    telegram_user_id = models.BigIntegerField(unique=True)
+    first_name = models.CharField(max_length=255, blank=True)
+    last_name = models.CharField(max_length=255, blank=True)
+    username = models.CharField(max_length=64, blank=True)
+    language_code = models.CharField(max_length=35, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["username"])]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def name(self):
+        full_name = f"{self.first_name} {self.last_name}".strip()
+        return full_name or (f"@{self.username}" if self.username else f"Telegram user {self.telegram_user_id}")
+
+
+class Ticket(models.Model):
+    """One conversation with a customer. A customer has at most one active (open or pending) ticket."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        PENDING = "pending", "Pending"
+        RESOLVED = "resolved", "Resolved"
+        CLOSED = "closed", "Closed"
+
+    ACTIVE_STATUSES = (Status.OPEN, Status.PENDING)
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="tickets")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="assigned_tickets",
+    )
+    subject = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer"],
+                condition=Q(status__in=["open", "pending"]),
+                name="one_active_ticket_per_customer",
+                violation_error_message="This customer already has an open or pending ticket.",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["open", "pending", "resolved", "closed"]),
+                name="ticket_status_valid",
+            ),
+        ]
+        indexes = [
+            # The inbox: tickets in a status, most recent conversation first.
+            models.Index(fields=["status", "-last_message_at"], name="ticket_inbox_idx"),
+            models.Index(fields=["assignee", "status"], name="ticket_assignee_idx"),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.subject or self.customer}"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+
+class Message(models.Model):
+    """A message in a ticket: inbound from the customer, or an agent's (or the bot's) outbound reply."""
+
+    class Direction(models.TextChoices):
+        IN = "in", "From customer"
+        OUT = "out", "To customer"
+
+    class DeliveryStatus(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    # The agent who wrote an outbound message; empty for inbound ones and for the bot's automatic replies.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    text = models.TextField(blank=True)
+    # What Telegram sent beside the text: {"kind": "photo", "file_id": ..., ...}; see bots.updates.
+    attachment = models.JSONField(null=True, blank=True)
+    telegram_message_id = models.BigIntegerField(null=True, blank=True)
+    reply_to_telegram_message_id = models.BigIntegerField(null=True, blank=True)
+    # Outbound only (blank for inbound).
+    delivery_status = models.CharField(max_length=8, choices=DeliveryStatus.choices, blank=True)
+    delivery_attempts = models.PositiveSmallIntegerField(default=0)
+    delivery_error = models.TextField(blank=True)
+    # When the next delivery attempt is due, or until when the running attempt holds its lease.
+    delivery_due_at = models.DateTimeField(null=True, blank=True)
+    # The agent's client-side id, so a resent WebSocket frame does not store the reply twice.
+    client_msg_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["ticket", "client_msg_id"], name="unique_client_msg_id_per_ticket"),
+            models.CheckConstraint(
+                condition=(
+                    Q(direction="in", delivery_status="")
+                    | Q(direction="out", delivery_status__in=["queued", "sent", "failed"])
+                ),
+                name="delivery_status_only_outbound",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["ticket", "id"], name="message_ticket_idx"),
+            # Finding the stored message an edited_message refers to.
+            models.Index(fields=["telegram_message_id"], name="message_telegram_id_idx"),
+            # The outbox sweep and the health check's backlog count.
+            models.Index(
+                fields=["delivery_due_at"],
+                condition=Q(delivery_status="queued"),
+                name="message_outbox_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_direction_display()}: {self.text[:50]}"
+
+
+class ReadCursor(models.Model):
+    """How far an agent has read in a ticket. It only moves forward (see services.advance_read_cursor)."""
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="read_cursors")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_cursors")
+    last_read_message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["ticket", "user"], name="one_read_cursor_per_agent_and_ticket"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} read #{self.ticket_id} up to {self.last_read_message_id}"
