@@ -3,10 +3,21 @@ needs_postgres: they skip on the embedded defaults and fail instead when SUPPORT
 (as in CI), so CI can never pass with them skipped."""
 
 import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
+
+BASE_DIR = Path(settings.BASE_DIR)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,3 +54,155 @@ def other_agent(django_user_model):
 @pytest.fixture
 def is_postgres():
     return connection.vendor == "postgresql"
+
+
+# --- Real server processes (daphne, the task worker) on the test database --------------------------
+
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def unique_bot_token():
+    """A token of its own for each server, so the sandbox's records tell processes apart."""
+    return f"{random.randint(10**8, 10**9 - 1)}:test-token"
+
+
+def test_database_url():
+    """The URL of the database pytest-django set up, for processes started by the tests."""
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        host = db["HOST"] or "127.0.0.1"
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        return f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+    return f"sqlite:///{db['NAME']}"
+
+
+def wait_until(predicate, timeout=20, interval=0.05, message="condition"):
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
+        time.sleep(interval)
+
+
+@dataclass
+class Process:
+    """A child process of the test (server or worker), with its output kept in a log file."""
+
+    popen: subprocess.Popen
+    log_path: Path
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@dataclass
+class Server(Process):
+    url: str = ""
+    token: str = ""
+
+    def post_update(self, update, secret=WEBHOOK_SECRET, **kwargs):
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
+        return httpx.post(f"{self.url}/telegram/webhook/", json=update, headers=headers, timeout=30, **kwargs)
+
+
+@pytest.fixture
+def process_env(transactional_db, sandbox):
+    """Environment for a production-like server or worker on the test database and the sandbox."""
+
+    def build(token, **overrides):
+        env = {
+            **os.environ,
+            "DJANGO_DEBUG": "0",
+            "DJANGO_HTTPS": "0",
+            "DJANGO_SECRET_KEY": "test-secret-key-for-subprocesses-only",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": test_database_url(),
+            "TELEGRAM_BOT_TOKEN": token,
+            "TELEGRAM_API_URL": sandbox.url,
+            "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update({name: str(value) for name, value in overrides.items()})
+        return env
+
+    return build
+
+
+def _spawn(args, env, log_path):
+    log = open(log_path, "wb")
+    popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR)
+    log.close()
+    return popen
+
+
+@pytest.fixture
+def start_server(process_env, tmp_path):
+    """Start daphne serving supportsite (call it once per process wanted); stopped after the test."""
+    servers = []
+
+    def start(token=None, **env):
+        token = token or unique_bot_token()
+        port = free_port()
+        log_path = tmp_path / f"daphne-{port}.log"
+        popen = _spawn(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application"],
+            process_env(token, **env),
+            log_path,
+        )
+        server = Server(popen=popen, log_path=log_path, url=f"http://127.0.0.1:{port}", token=token)
+        servers.append(server)
+
+        def ready():
+            if popen.poll() is not None:
+                pytest.fail(f"daphne exited with {popen.returncode}:\n{server.log()}")
+            try:
+                return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, message=f"daphne on port {port}")
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def start_worker(process_env, tmp_path):
+    """Start the task worker (django-tasks-db's db_worker) for a bot token; stopped after the test."""
+    workers = []
+
+    def start(token, **env):
+        log_path = tmp_path / f"worker-{len(workers)}.log"
+        popen = _spawn(
+            [sys.executable, "manage.py", "db_worker", "--interval", "0.05", "--no-startup-delay"],
+            process_env(token, **env),
+            log_path,
+        )
+        worker = Process(popen=popen, log_path=log_path)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

@@ -7,3 +7,5 @@ in the environment still wins, so CI can point the suite at PostgreSQL and Redis
 import os
 
 os.environ.setdefault("DJANGO_DEBUG", "1")
+# Keys this test run writes to a shared Redis (channel layer, cache) stay apart from any other run's.
+os.environ.setdefault("REDIS_PREFIX", f"supportsite-test-{os.getpid()}")

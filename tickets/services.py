@@ -228,11 +228,13 @@ def queue_reply(ticket, text, *, author=None, client_msg_id=None, attachment=Non
         raise TicketRuleError("A reply needs some text.")
     if len(text) > TELEGRAM_TEXT_LIMIT:
         raise TicketRuleError(f"A reply can be at most {TELEGRAM_TEXT_LIMIT} characters; this one has {len(text)}.")
-    if ticket.status == Ticket.Status.CLOSED:
-        raise TicketRuleError(f"Ticket #{ticket.pk} is closed; the customer's next message opens a new one.")
     if client_msg_id is not None:
         client_msg_id = uuid.UUID(str(client_msg_id))
     with transaction.atomic():
+        # Locked, so a colleague closing the ticket right now cannot slip between this check and the insert.
+        status = Ticket.objects.select_for_update().values_list("status", flat=True).get(pk=ticket.pk)
+        if status == Ticket.Status.CLOSED:
+            raise TicketRuleError(f"Ticket #{ticket.pk} is closed; the customer's next message opens a new one.")
         now = timezone.now()
         try:
             with transaction.atomic():

@@ -1,0 +1,530 @@
+"""The admin for support agents: tickets and customers, worked only through tickets.services."""
+
+import itertools
+import re
+from io import StringIO
+
+import pytest
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django_tasks_db.models import DBTaskResult
+
+from tickets import services
+from tickets.models import Customer, Message, Ticket
+from tickets.services import TelegramProfile
+from tickets.signals import announced
+
+pytestmark = pytest.mark.django_db
+
+TICKETS_URL = reverse("admin:tickets_ticket_changelist")
+CUSTOMERS_URL = reverse("admin:tickets_customer_changelist")
+
+_telegram_message_ids = itertools.count(1)
+
+
+def customer_writes(user_id, text="Hello", attachment=None, **profile):
+    profile.setdefault("first_name", f"Customer{user_id}")
+    message, _ = services.record_inbound_message(
+        TelegramProfile(user_id=user_id, **profile),
+        text=text,
+        telegram_message_id=next(_telegram_message_ids),
+        attachment=attachment,
+    )
+    return message
+
+
+def ticket_url(ticket):
+    return reverse("admin:tickets_ticket_change", args=[ticket.pk])
+
+
+def customer_url(customer):
+    return reverse("admin:tickets_customer_change", args=[customer.pk])
+
+
+@pytest.fixture
+def agent_client(client, agent):
+    client.force_login(agent)
+    return client
+
+
+@pytest.fixture
+def ticket():
+    return customer_writes(100, "My parcel never arrived", last_name="Smith", username="alice_s").ticket
+
+
+@pytest.fixture
+def announcements():
+    """The kinds the services announced, as they are sent after commit."""
+    kinds = []
+
+    def receiver(sender, kind, **objects):
+        kinds.append(kind)
+
+    announced.connect(receiver)
+    yield kinds
+    announced.disconnect(receiver)
+
+
+def change_form_data(client, ticket, **changes):
+    """What the browser would post for the ticket's change form, with ``changes`` applied."""
+    response = client.get(ticket_url(ticket))
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    data = {name: form[name].value() for name in form.fields}
+    data.update({f"initial-{name}": form[name].value() for name in form.fields if form[name].field.show_hidden_initial})
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        management = formset.management_form
+        data.update({management[name].html_name: management[name].value() for name in management.fields})
+        for inline_form in formset.forms:
+            data.update({field.html_name: field.value() for field in inline_form.hidden_fields()})
+    data.update(changes)
+    return {name: "" if value is None else value for name, value in data.items()}
+
+
+def results(response):
+    assert response.status_code == 200
+    return list(response.context["cl"].result_list)
+
+
+def user_messages(response):
+    return [(message.level, str(message)) for message in response.context["messages"]]
+
+
+# --- Access ---------------------------------------------------------------------------------------
+
+
+def test_an_agent_sees_the_ticket_list_and_the_ticket(agent_client, ticket):
+    assert agent_client.get(TICKETS_URL).status_code == 200
+    response = agent_client.get(ticket_url(ticket))
+    assert response.status_code == 200
+    assert "My parcel never arrived" in response.content.decode()
+    assert "Reply to customer" in response.content.decode()
+
+
+def test_an_agent_sees_customers(agent_client, ticket):
+    assert agent_client.get(CUSTOMERS_URL).status_code == 200
+    response = agent_client.get(customer_url(ticket.customer))
+    assert response.status_code == 200
+    assert f"#{ticket.pk}" in response.content.decode()
+
+
+@pytest.mark.parametrize("login", ["anonymous", "not_staff"])
+def test_only_agents_get_in(client, django_user_model, ticket, login):
+    if login == "not_staff":
+        client.force_login(django_user_model.objects.create_user("visitor", password="visitor-password"))
+    for url in [TICKETS_URL, ticket_url(ticket), CUSTOMERS_URL, customer_url(ticket.customer)]:
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_nobody_adds_or_deletes_tickets_or_customers(admin_client, ticket):
+    assert admin_client.get(reverse("admin:tickets_ticket_add")).status_code == 403
+    assert admin_client.get(reverse("admin:tickets_ticket_delete", args=[ticket.pk])).status_code == 403
+    assert admin_client.get(reverse("admin:tickets_customer_add")).status_code == 403
+    assert admin_client.get(reverse("admin:tickets_customer_delete", args=[ticket.customer.pk])).status_code == 403
+    response = admin_client.get(TICKETS_URL)
+    assert "delete_selected" not in response.content.decode()
+
+
+def test_customers_are_read_only(admin_client, ticket):
+    customer = ticket.customer
+    response = admin_client.post(customer_url(customer), {"first_name": "Mallory"})
+    assert response.status_code == 403
+    customer.refresh_from_db()
+    assert customer.first_name == "Customer100"
+
+
+# --- Ticket list ----------------------------------------------------------------------------------
+
+
+def create_busy_tickets(first_user_id, count, agent, other_agent):
+    for user_id in range(first_user_id, first_user_id + count):
+        message = customer_writes(user_id, f"Question {user_id}")
+        services.assign_ticket(message.ticket, other_agent)
+        services.queue_reply(message.ticket, "On it", author=other_agent)
+        services.advance_read_cursor(message.ticket, agent, message.pk)
+
+
+def count_queries(client, url):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(queries), response
+
+
+@pytest.mark.parametrize("query", ["", "?q=Question", "?unread=yes", "?status__exact=open&o=6"])
+def test_the_ticket_list_takes_the_same_queries_for_3_or_30_tickets(agent_client, agent, other_agent, query):
+    create_busy_tickets(1, 3, agent, other_agent)
+    with_3, response = count_queries(agent_client, TICKETS_URL + query)
+    assert len(results(response)) == 3
+
+    create_busy_tickets(4, 27, agent, other_agent)
+    with_30, response = count_queries(agent_client, TICKETS_URL + query)
+    assert len(results(response)) == 30
+    assert with_30 == with_3
+
+
+def test_the_ticket_list_shows_the_most_recent_conversation_first(agent_client):
+    older = customer_writes(1, "first").ticket
+    newer = customer_writes(2, "second").ticket
+    customer_writes(1, "third")
+
+    assert results(agent_client.get(TICKETS_URL)) == [older, newer]
+
+
+@pytest.mark.parametrize("term", ["Alice", "smith", "alice_s", "refund"])
+def test_search_finds_the_ticket_once(agent_client, term):
+    alice = {"first_name": "Alice", "last_name": "Smith", "username": "alice_s"}
+    ticket = customer_writes(1, "I want a refund", **alice).ticket
+    customer_writes(1, "A refund, please", **alice)
+    customer_writes(1, "Refund!!", **alice)
+    customer_writes(2, "Something else", first_name="Bob", username="bobby")
+
+    assert results(agent_client.get(TICKETS_URL, {"q": term})) == [ticket]
+
+
+def test_unread_count_and_filter_with_and_without_a_read_cursor(agent_client, agent, other_agent):
+    read = customer_writes(1, "a").ticket
+    services.advance_read_cursor(read, agent, customer_writes(1, "b").pk)
+    partly_read = customer_writes(2, "c").ticket
+    services.advance_read_cursor(partly_read, agent, partly_read.messages.get().pk)
+    customer_writes(2, "d")
+    services.queue_reply(partly_read, "A colleague answers", author=other_agent)
+    never_opened = customer_writes(3, "e").ticket
+    customer_writes(3, "f")
+    customer_writes(3, "g")
+    services.queue_reply(never_opened, "My own reply", author=agent)
+
+    response = agent_client.get(TICKETS_URL)
+    assert {ticket: ticket.unread_count for ticket in results(response)} == {
+        read: 0,
+        partly_read: 2,
+        never_opened: 3,
+    }
+    assert '<td class="field-unread">3</td>' in response.content.decode()
+    assert set(results(agent_client.get(TICKETS_URL, {"unread": "yes"}))) == {partly_read, never_opened}
+    assert results(agent_client.get(TICKETS_URL, {"unread": "no"})) == [read]
+
+
+def test_unread_is_counted_for_the_agent_who_asks(client, agent, other_agent):
+    ticket = customer_writes(1, "a").ticket
+    services.advance_read_cursor(ticket, agent, ticket.messages.get().pk)
+
+    client.force_login(other_agent)
+    assert [t.unread_count for t in results(client.get(TICKETS_URL))] == [1]
+    client.force_login(agent)
+    assert [t.unread_count for t in results(client.get(TICKETS_URL))] == [0]
+
+
+# --- Ticket page ----------------------------------------------------------------------------------
+
+
+def test_the_conversation_is_shown_in_order_escaped_and_read_only(agent_client, agent):
+    photo = {"kind": "photo", "file_id": "AgAD", "summary": "Photo 1280×720"}
+    ticket = customer_writes(1, "<script>alert('hi')</script>", attachment=photo).ticket
+    reply, _ = services.queue_reply(ticket, "Thanks, <b>checking</b>", author=agent)
+    services.mark_delivery_failed(reply, "Forbidden: bot was blocked by the user")
+
+    response = agent_client.get(ticket_url(ticket))
+    page = response.content.decode()
+    assert "&lt;script&gt;alert(&#x27;hi&#x27;)&lt;/script&gt;" in page
+    assert "<script>alert" not in page
+    assert "Thanks, &lt;b&gt;checking&lt;/b&gt;" in page
+    assert "Photo 1280×720" in page
+    assert "Forbidden: bot was blocked by the user" in page
+    assert page.index("alert(") < page.index("checking") < page.index('id="id_reply"')
+    conversation = response.context["inline_admin_formsets"][0]
+    assert [form.original for form in conversation] == list(ticket.messages.order_by("id"))
+    assert not conversation.has_add_permission
+    assert not conversation.has_change_permission
+    assert not conversation.has_delete_permission
+
+
+def test_posting_the_form_does_not_touch_the_messages(agent_client, ticket):
+    message = ticket.messages.get()
+    data = change_form_data(agent_client, ticket)
+    data["messages-0-text"] = "tampered"
+
+    response = agent_client.post(ticket_url(ticket), data)
+
+    assert response.status_code == 302
+    message_after = Message.objects.get(pk=message.pk)
+    assert message_after.text == "My parcel never arrived"
+    assert message_after.edited_at is None
+
+
+def test_status_change_goes_through_the_services(
+    agent_client, ticket, announcements, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = agent_client.post(ticket_url(ticket), change_form_data(agent_client, ticket, status="pending"))
+
+    assert response.status_code == 302
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.PENDING
+    assert announcements == ["ticket.changed"]
+
+
+def test_a_refused_status_change_shows_on_the_status_field_and_changes_nothing(agent_client, ticket):
+    services.change_ticket_status(ticket, Ticket.Status.CLOSED)
+    updated_at = Ticket.objects.get(pk=ticket.pk).updated_at
+
+    response = agent_client.post(ticket_url(ticket), change_form_data(agent_client, ticket, status="open"))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["status"] == [
+        f"Ticket #{ticket.pk} is closed and cannot become open."
+    ]
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.CLOSED
+    assert ticket.updated_at == updated_at
+
+
+def test_a_refused_status_change_also_drops_the_reply_and_assignment_saved_with_it(
+    agent_client, other_agent, ticket, announcements, django_capture_on_commit_callbacks
+):
+    services.change_ticket_status(ticket, Ticket.Status.RESOLVED)
+    newer = customer_writes(100, "Another question").ticket
+    assert newer != ticket
+    data = change_form_data(agent_client, ticket, status="open", reply="Reopening this one", assignee=other_agent.pk)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = agent_client.post(ticket_url(ticket), data)
+
+    assert response.status_code == 200
+    assert f"ticket #{newer.pk} open" in response.context["adminform"].form.errors["status"][0]
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.RESOLVED
+    assert ticket.assignee is None
+    assert not ticket.messages.filter(direction=Message.Direction.OUT).exists()
+    assert not DBTaskResult.objects.exists()
+    assert announcements == []
+
+
+def test_assignee_change_goes_through_the_services(
+    agent_client, other_agent, ticket, announcements, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = agent_client.post(
+            ticket_url(ticket), change_form_data(agent_client, ticket, assignee=other_agent.pk)
+        )
+
+    assert response.status_code == 302
+    ticket.refresh_from_db()
+    assert ticket.assignee == other_agent
+    assert announcements == ["ticket.changed"]
+
+
+def test_saving_a_reply_does_not_undo_a_colleagues_change_made_meanwhile(agent_client, other_agent, ticket):
+    data = change_form_data(agent_client, ticket, reply="Hello")
+    services.change_ticket_status(ticket, Ticket.Status.PENDING)
+    services.assign_ticket(ticket, other_agent)
+
+    assert agent_client.post(ticket_url(ticket), data).status_code == 302
+
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.PENDING
+    assert ticket.assignee == other_agent
+    assert ticket.messages.filter(direction=Message.Direction.OUT).count() == 1
+
+
+def test_only_agents_can_be_assigned(agent_client, django_user_model, ticket):
+    visitor = django_user_model.objects.create_user("visitor")
+
+    response = agent_client.post(ticket_url(ticket), change_form_data(agent_client, ticket, assignee=visitor.pk))
+
+    assert response.status_code == 200
+    assert "assignee" in response.context["adminform"].form.errors
+    assert Ticket.objects.get(pk=ticket.pk).assignee is None
+
+
+def test_customer_and_subject_cannot_be_changed_from_the_form(agent_client, ticket):
+    other = Customer.objects.create(telegram_user_id=999)
+    data = change_form_data(agent_client, ticket, customer=other.pk, subject="Changed")
+
+    assert agent_client.post(ticket_url(ticket), data).status_code == 302
+
+    ticket.refresh_from_db()
+    assert ticket.customer_id != other.pk
+    assert ticket.subject == "My parcel never arrived"
+
+
+def test_saving_without_changes_changes_nothing(agent_client, ticket, announcements):
+    updated_at = Ticket.objects.get(pk=ticket.pk).updated_at
+
+    response = agent_client.post(ticket_url(ticket), change_form_data(agent_client, ticket))
+
+    assert response.status_code == 302
+    assert Ticket.objects.get(pk=ticket.pk).updated_at == updated_at
+    assert ticket.messages.count() == 1
+
+
+# --- Reply box ------------------------------------------------------------------------------------
+
+
+def test_a_reply_is_queued_with_its_delivery_task(agent_client, agent, ticket):
+    response = agent_client.post(ticket_url(ticket), change_form_data(agent_client, ticket, reply="  We are on it.  "))
+
+    assert response.status_code == 302
+    reply = ticket.messages.get(direction=Message.Direction.OUT)
+    assert reply.text == "We are on it."
+    assert reply.author == agent
+    assert reply.delivery_status == Message.DeliveryStatus.QUEUED
+    task = DBTaskResult.objects.get()
+    assert task.task_path.endswith("deliver_reply")
+    assert task.args_kwargs["args"] == [reply.pk]
+
+
+def test_a_reply_and_closing_in_one_save_answers_then_closes(agent_client, ticket):
+    response = agent_client.post(
+        ticket_url(ticket), change_form_data(agent_client, ticket, reply="Solved, bye", status="closed")
+    )
+
+    assert response.status_code == 302
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.CLOSED
+    assert ticket.messages.get(direction=Message.Direction.OUT).text == "Solved, bye"
+
+
+@pytest.mark.parametrize(
+    ("close_first", "text", "error"),
+    [
+        (False, "x" * 4097, "A reply can be at most 4096 characters; this one has 4097."),
+        (True, "Hello?", "is closed; the customer's next message opens a new one."),
+    ],
+)
+def test_a_refused_reply_shows_on_the_reply_field(agent_client, ticket, close_first, text, error):
+    if close_first:
+        services.change_ticket_status(ticket, Ticket.Status.CLOSED)
+
+    response = agent_client.post(ticket_url(ticket), change_form_data(agent_client, ticket, reply=text))
+
+    assert response.status_code == 200
+    assert error in response.context["adminform"].form.errors["reply"][0]
+    assert not ticket.messages.filter(direction=Message.Direction.OUT).exists()
+    assert not DBTaskResult.objects.exists()
+
+
+def test_a_blank_reply_box_sends_nothing(agent_client, ticket):
+    response = agent_client.post(ticket_url(ticket), change_form_data(agent_client, ticket, reply="   "))
+
+    assert response.status_code == 302
+    assert ticket.messages.count() == 1
+    assert not DBTaskResult.objects.exists()
+
+
+# --- Actions --------------------------------------------------------------------------------------
+
+
+def run_action(client, action, tickets):
+    return client.post(
+        TICKETS_URL, {"action": action, "_selected_action": [ticket.pk for ticket in tickets]}, follow=True
+    )
+
+
+def test_assign_to_me(agent_client, agent, other_agent):
+    mine = customer_writes(1).ticket
+    theirs = customer_writes(2).ticket
+    services.assign_ticket(theirs, other_agent)
+
+    response = run_action(agent_client, "assign_to_me", [mine, theirs])
+
+    assert Ticket.objects.filter(assignee=agent).count() == 2
+    assert user_messages(response) == [(messages.SUCCESS, f"Assigned to you: #{mine.pk}, #{theirs.pk}.")]
+
+
+def test_resolve_changes_the_others_and_warns_about_the_refused_ones(agent_client):
+    open_ticket = customer_writes(1).ticket
+    pending = customer_writes(2).ticket
+    services.change_ticket_status(pending, Ticket.Status.PENDING)
+    closed = customer_writes(3).ticket
+    services.change_ticket_status(closed, Ticket.Status.CLOSED)
+
+    response = run_action(agent_client, "resolve", [open_ticket, pending, closed])
+
+    statuses = dict(Ticket.objects.values_list("pk", "status"))
+    assert statuses == {open_ticket.pk: "resolved", pending.pk: "resolved", closed.pk: "closed"}
+    assert user_messages(response) == [
+        (messages.SUCCESS, f"Resolved: #{open_ticket.pk}, #{pending.pk}."),
+        (messages.WARNING, f"1 ticket left unchanged. Ticket #{closed.pk} is closed and cannot become resolved."),
+    ]
+
+
+def test_close(agent_client):
+    open_ticket = customer_writes(1).ticket
+    resolved = customer_writes(2).ticket
+    services.change_ticket_status(resolved, Ticket.Status.RESOLVED)
+
+    response = run_action(agent_client, "close", [open_ticket, resolved])
+
+    assert set(Ticket.objects.values_list("status", flat=True)) == {"closed"}
+    assert user_messages(response) == [(messages.SUCCESS, f"Closed: #{open_ticket.pk}, #{resolved.pk}.")]
+
+
+def test_a_refused_close_is_reported_as_a_warning(agent_client, monkeypatch):
+    ticket = customer_writes(1).ticket
+
+    def refuse(ticket, status):
+        raise services.TicketRuleError(f"Ticket #{ticket.pk} cannot be closed right now.")
+
+    monkeypatch.setattr(services, "change_ticket_status", refuse)
+    response = run_action(agent_client, "close", [ticket])
+
+    assert Ticket.objects.get(pk=ticket.pk).status == Ticket.Status.OPEN
+    assert user_messages(response) == [
+        (messages.WARNING, f"1 ticket left unchanged. Ticket #{ticket.pk} cannot be closed right now.")
+    ]
+
+
+# --- Customers ------------------------------------------------------------------------------------
+
+
+def test_customer_list_counts_tickets_in_the_same_queries_for_3_or_30_customers(agent_client):
+    def add_customers(first_user_id, count):
+        for user_id in range(first_user_id, first_user_id + count):
+            services.change_ticket_status(customer_writes(user_id).ticket, Ticket.Status.RESOLVED)
+            customer_writes(user_id)
+
+    add_customers(1, 3)
+    with_3, response = count_queries(agent_client, CUSTOMERS_URL)
+    assert [customer.ticket_count for customer in results(response)] == [2] * 3
+
+    add_customers(4, 27)
+    with_30, response = count_queries(agent_client, CUSTOMERS_URL)
+    assert [customer.ticket_count for customer in results(response)] == [2] * 30
+    assert with_30 == with_3
+
+
+@pytest.mark.parametrize("term", ["Alice", "smith", "alice_s", "424242"])
+def test_customer_search(agent_client, term):
+    alice = customer_writes(424242, first_name="Alice", last_name="Smith", username="alice_s").ticket.customer
+    customer_writes(4242, first_name="Bob", username="bobby")
+
+    assert results(agent_client.get(CUSTOMERS_URL, {"q": term})) == [alice]
+
+
+# --- create_demo_agent ----------------------------------------------------------------------------
+
+
+def test_create_demo_agent_creates_it_once_and_never_changes_its_password():
+    out = StringIO()
+    call_command("create_demo_agent", stdout=out)
+    match = re.fullmatch(r"Demo agent: http://127\.0\.0\.1:8000/admin/  user: demo  password: (\S+)\n", out.getvalue())
+    assert match, out.getvalue()
+    demo = get_user_model().objects.get(username="demo")
+    assert demo.is_staff and demo.is_superuser and demo.is_active
+    assert demo.check_password(match[1])
+
+    again = StringIO()
+    call_command("create_demo_agent", stdout=again)
+
+    assert "already exists" in again.getvalue()
+    assert "manage.py changepassword demo" in again.getvalue()
+    assert match[1] not in again.getvalue()
+    assert get_user_model().objects.get(username="demo").password == demo.password

@@ -1,0 +1,298 @@
+"""The ticket lifecycle (tickets.services): concurrency, constraints, transitions, announcements."""
+
+import random
+import threading
+import uuid
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django_tasks_db.models import DBTaskResult
+
+from bots.models import TelegramUpdate
+from tickets import services
+from tickets.models import Customer, Message, ReadCursor, Ticket
+from tickets.services import TelegramProfile, TicketRuleError
+from tickets.signals import announced
+
+ALICE = TelegramProfile(user_id=111, first_name="Alice", username="alice")
+
+
+def run_at_once(count, work):
+    """Run ``work(i)`` in ``count`` threads released together by a barrier; re-raise any failure."""
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def worker(i):
+        try:
+            barrier.wait()
+            work(i)
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+
+
+def inbound(profile=ALICE, text="hello", telegram_message_id=1):
+    return services.record_inbound_message(profile, text=text, telegram_message_id=telegram_message_id)
+
+
+@pytest.fixture
+def ticket(db):
+    message, _ = inbound()
+    return message.ticket
+
+
+@pytest.fixture
+def announcements():
+    heard = []
+
+    def receiver(sender, kind, **objects):
+        heard.append((kind, objects))
+
+    announced.connect(receiver)
+    yield heard
+    announced.disconnect(receiver)
+
+
+# --- Concurrency (G4, G6) ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_first_messages_from_one_customer_give_one_customer_and_one_ticket():
+    run_at_once(20, lambda i: inbound(text=f"message {i}", telegram_message_id=i + 1))
+
+    assert Customer.objects.count() == 1
+    assert Ticket.objects.count() == 1
+    assert Ticket.objects.get().status == Ticket.Status.OPEN
+    assert Message.objects.filter(direction=Message.Direction.IN).count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_read_cursor_advances_in_shuffled_order_leave_the_maximum(agent):
+    message, _ = inbound()
+    ids = [message.pk] + [inbound(text=f"m{i}", telegram_message_id=i + 2)[0].pk for i in range(49)]
+    random.shuffle(ids)
+
+    run_at_once(50, lambda i: services.advance_read_cursor(message.ticket, agent, ids[i]))
+
+    cursor = ReadCursor.objects.get()
+    assert cursor.last_read_message_id == max(ids)
+
+
+def test_read_cursor_never_moves_backwards(ticket, agent):
+    first = ticket.messages.get()
+    second, _ = inbound(text="again", telegram_message_id=2)
+
+    assert services.advance_read_cursor(ticket, agent, second.pk) is True
+    assert services.advance_read_cursor(ticket, agent, first.pk) is False
+    assert services.advance_read_cursor(ticket, agent, second.pk) is False
+    assert ReadCursor.objects.get().last_read_message_id == second.pk
+
+
+def test_read_cursor_refuses_a_message_of_another_ticket(ticket, agent):
+    other, _ = inbound(TelegramProfile(user_id=222), telegram_message_id=1)
+
+    with pytest.raises(TicketRuleError, match="not in ticket"):
+        services.advance_read_cursor(ticket, agent, other.pk)
+    assert not ReadCursor.objects.exists()
+
+
+# --- Constraints: each one violated ---------------------------------------------------------------
+
+
+def test_telegram_user_id_is_unique(db):
+    Customer.objects.create(telegram_user_id=5)
+    with pytest.raises(IntegrityError):
+        Customer.objects.create(telegram_user_id=5)
+
+
+def test_a_customer_has_at_most_one_open_or_pending_ticket(ticket):
+    for status in (Ticket.Status.OPEN, Ticket.Status.PENDING):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Ticket.objects.create(customer=ticket.customer, status=status)
+    # Resolved and closed tickets do not count.
+    Ticket.objects.create(customer=ticket.customer, status=Ticket.Status.RESOLVED)
+    Ticket.objects.create(customer=ticket.customer, status=Ticket.Status.CLOSED)
+
+
+def test_ticket_status_must_be_known(ticket):
+    with pytest.raises(IntegrityError):
+        Ticket.objects.filter(pk=ticket.pk).update(status="archived")
+
+
+def test_client_msg_id_is_unique_per_ticket(ticket):
+    client_msg_id = uuid.uuid4()
+    Message.objects.create(ticket=ticket, direction="out", delivery_status="queued", client_msg_id=client_msg_id)
+    with pytest.raises(IntegrityError):
+        Message.objects.create(ticket=ticket, direction="out", delivery_status="queued", client_msg_id=client_msg_id)
+
+
+def test_only_outbound_messages_have_a_delivery_status(ticket):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Message.objects.create(ticket=ticket, direction="in", delivery_status="sent")
+    with pytest.raises(IntegrityError):
+        Message.objects.create(ticket=ticket, direction="out", delivery_status="")
+
+
+def test_one_read_cursor_per_agent_and_ticket(ticket, agent):
+    message = ticket.messages.get()
+    ReadCursor.objects.create(ticket=ticket, user=agent, last_read_message=message)
+    with pytest.raises(IntegrityError):
+        ReadCursor.objects.create(ticket=ticket, user=agent, last_read_message=message)
+
+
+def test_telegram_update_id_is_unique(db):
+    TelegramUpdate.objects.create(update_id=42)
+    with pytest.raises(IntegrityError):
+        TelegramUpdate.objects.create(update_id=42)
+
+
+# --- Lifecycle ------------------------------------------------------------------------------------
+
+
+def test_a_customer_writing_again_continues_the_same_ticket(ticket):
+    message, opened = inbound(text="more", telegram_message_id=2)
+
+    assert message.ticket == ticket
+    assert opened is False
+    assert Customer.objects.get().first_name == "Alice"
+
+
+def test_the_customer_profile_follows_telegram(ticket):
+    inbound(TelegramProfile(user_id=111, first_name="Alicia", username="alicia"), telegram_message_id=2)
+
+    customer = Customer.objects.get()
+    assert (customer.first_name, customer.username) == ("Alicia", "alicia")
+
+
+def test_a_message_after_resolution_opens_a_new_ticket(ticket):
+    services.change_ticket_status(ticket, Ticket.Status.RESOLVED)
+
+    message, opened = inbound(text="one more thing", telegram_message_id=2)
+
+    assert opened is True
+    assert message.ticket != ticket
+    assert Ticket.objects.filter(customer=ticket.customer).count() == 2
+
+
+def test_a_customer_message_puts_a_pending_ticket_back_to_open(ticket):
+    services.change_ticket_status(ticket, Ticket.Status.PENDING)
+
+    inbound(text="here is the info", telegram_message_id=2)
+
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.OPEN
+
+
+@pytest.mark.parametrize(
+    ("start", "target"),
+    [("closed", "open"), ("closed", "resolved"), ("resolved", "pending")],
+)
+def test_invalid_status_transitions_are_refused_with_a_clear_error(ticket, start, target):
+    Ticket.objects.filter(pk=ticket.pk).update(status=start)
+
+    with pytest.raises(TicketRuleError, match=f"is {start} and cannot become {target}"):
+        services.change_ticket_status(ticket, target)
+    ticket.refresh_from_db()
+    assert ticket.status == start
+
+
+def test_reopening_is_refused_while_the_customer_has_another_active_ticket(ticket):
+    services.change_ticket_status(ticket, Ticket.Status.RESOLVED)
+    newer, _ = inbound(text="new issue", telegram_message_id=2)
+
+    with pytest.raises(TicketRuleError, match=f"already has ticket #{newer.ticket.pk} open"):
+        services.change_ticket_status(ticket, Ticket.Status.OPEN)
+
+
+def test_start_new_ticket_resolves_the_current_one(ticket):
+    fresh = services.start_new_ticket(ticket.customer)
+
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.RESOLVED
+    assert fresh.status == Ticket.Status.OPEN and fresh != ticket
+
+
+def test_only_staff_can_be_assigned(ticket, django_user_model):
+    customer_user = django_user_model.objects.create_user("not-an-agent")
+
+    with pytest.raises(TicketRuleError, match="not an agent"):
+        services.assign_ticket(ticket, customer_user)
+
+
+def test_customer_edit_updates_the_stored_text(ticket):
+    from django.utils import timezone
+
+    edited = services.record_message_edit(111, 1, text="hello, edited", edited_at=timezone.now())
+
+    assert edited.text == "hello, edited" and edited.edited_at is not None
+    assert services.record_message_edit(111, 999, text="x", edited_at=timezone.now()) is None
+
+
+# --- The outbox -----------------------------------------------------------------------------------
+
+
+def test_a_reply_is_stored_queued_with_its_delivery_task(ticket, agent):
+    reply, created = services.queue_reply(ticket, "We are on it", author=agent)
+
+    assert created and reply.delivery_status == Message.DeliveryStatus.QUEUED
+    task = DBTaskResult.objects.get()
+    assert task.task_path == "bots.tasks.deliver_reply"
+    assert task.args_kwargs["args"] == [reply.pk]
+
+
+def test_reply_and_task_commit_together_a_failure_leaves_neither(ticket, agent):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.queue_reply(ticket, "never sent", author=agent)
+        raise RuntimeError("something later in the transaction failed")
+
+    assert not Message.objects.filter(direction=Message.Direction.OUT).exists()
+    assert not DBTaskResult.objects.exists()
+
+
+def test_a_resent_reply_with_the_same_client_msg_id_is_stored_once(ticket, agent):
+    client_msg_id = str(uuid.uuid4())
+
+    first, created = services.queue_reply(ticket, "hi", author=agent, client_msg_id=client_msg_id)
+    again, created_again = services.queue_reply(ticket, "hi", author=agent, client_msg_id=client_msg_id)
+
+    assert (created, created_again) == (True, False)
+    assert again.pk == first.pk
+    assert DBTaskResult.objects.count() == 1
+
+
+@pytest.mark.parametrize(("text", "error"), [("   ", "needs some text"), ("x" * 4097, "at most 4096")])
+def test_an_invalid_reply_is_refused(ticket, agent, text, error):
+    with pytest.raises(TicketRuleError, match=error):
+        services.queue_reply(ticket, text, author=agent)
+    assert not Message.objects.filter(direction=Message.Direction.OUT).exists()
+
+
+def test_a_closed_ticket_takes_no_replies(ticket, agent):
+    services.change_ticket_status(ticket, Ticket.Status.CLOSED)
+
+    with pytest.raises(TicketRuleError, match="closed"):
+        services.queue_reply(ticket, "hello?", author=agent)
+
+
+# --- Announcements after commit -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_changes_are_announced_only_after_commit(announcements):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        inbound()
+        raise RuntimeError("rolled back")
+    assert announcements == []
+
+    message, _ = inbound()
+
+    assert [kind for kind, _ in announcements] == ["ticket.changed", "message.created"]
+    assert announcements[1][1]["message"] == message

@@ -1,0 +1,294 @@
+"""The Django admin for support agents: tickets with their conversation, and the customers behind them.
+
+Every active staff user is an agent and may work tickets here, without per-model permissions. The admin
+changes nothing itself: status, assignee and replies go through tickets.services, and customers,
+tickets and messages come from Telegram, so nothing is added or deleted here and messages are never
+edited.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import Count, F, Q
+
+from . import queries, services
+from .models import Customer, Message, Ticket
+
+
+def is_agent(request):
+    return request.user.is_active and request.user.is_staff
+
+
+class AgentAccess:
+    """Agents (active staff users) may see these records; nobody adds or deletes them here."""
+
+    def has_module_permission(self, request):
+        return is_agent(request)
+
+    def has_view_permission(self, request, obj=None):
+        return is_agent(request)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyInline(AgentAccess):
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+# --- Tickets --------------------------------------------------------------------------------------
+
+
+class MessageInline(ReadOnlyInline, admin.TabularInline):
+    """The ticket's conversation, oldest first. Customers' messages came from Telegram and replies are
+    on their way there, so none of them can be edited."""
+
+    model = Message
+    template = "admin/tickets/ticket/conversation.html"
+    verbose_name_plural = "Conversation"
+    fields = [
+        "number",
+        "created_at",
+        "sender",
+        "text",
+        "attachment_summary",
+        "edited_at",
+        "delivery_status",
+        "delivery_attempts_display",
+        "delivery_error",
+    ]
+    readonly_fields = fields
+    ordering = ["id"]
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("author", "ticket__customer").order_by("id")
+
+    @admin.display(description="#")
+    def number(self, message):
+        return message.pk
+
+    @admin.display(description="From")
+    def sender(self, message):
+        if message.direction == Message.Direction.IN:
+            return message.ticket.customer.name
+        if message.author is None:
+            return "Bot (automatic reply)"
+        return message.author.get_full_name() or message.author.get_username()
+
+    @admin.display(description="Attachment")
+    def attachment_summary(self, message):
+        attachment = message.attachment
+        if not attachment:
+            return ""
+        if not isinstance(attachment, dict):
+            return "Attachment"
+        return attachment.get("summary") or str(attachment.get("kind") or "attachment").capitalize()
+
+    @admin.display(description="Attempts")
+    def delivery_attempts_display(self, message):
+        if message.direction == Message.Direction.IN:
+            return self.get_empty_value_display()
+        return message.delivery_attempts
+
+
+class UnreadFilter(admin.SimpleListFilter):
+    """Tickets with messages the requesting agent has not read, or those they have read entirely."""
+
+    title = "unread"
+    parameter_name = "unread"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Unread messages for me"), ("no", "All read")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queries.with_unread_messages(queryset, request.user)
+        if self.value() == "no":
+            return queries.all_read(queryset, request.user)
+        return queryset
+
+
+class TicketChangeForm(forms.ModelForm):
+    """The ticket's change form. Validating it applies the agent's changes through tickets.services, in
+    one savepoint, so that a change the ticket rules refuse shows as an error on its field and leaves
+    everything as it was."""
+
+    reply = forms.CharField(
+        label="Reply to customer",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        help_text="Sent to the customer on Telegram when you save.",
+    )
+
+    # The requesting agent, the author of the reply; TicketAdmin.get_form sets it.
+    agent = None
+
+    class Meta:
+        model = Ticket
+        fields = ["status", "assignee"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # "What changed" is what the agent changed on the page they saw, so saving a reply does not undo
+        # a colleague's status or assignee change made meanwhile.
+        for name in ("status", "assignee"):
+            if name in self.fields:
+                self.fields[name].show_hidden_initial = True
+        if "assignee" in self.fields:
+            # Agents only (and whoever has the ticket now, so that an unchanged assignee stays valid).
+            self.fields["assignee"].queryset = self.fields["assignee"].queryset.filter(
+                Q(is_staff=True, is_active=True) | Q(pk=self.instance.assignee_id)
+            )
+
+    def _post_clean(self):
+        super()._post_clean()
+        if not self.errors:
+            self.apply_changes()
+
+    def apply_changes(self):
+        # A fresh copy: the instance already holds the submitted values (and may be stale).
+        ticket = Ticket.objects.select_related("customer", "assignee").get(pk=self.instance.pk)
+        steps = []
+        if "assignee" in self.changed_data:
+            steps.append(("assignee", lambda: services.assign_ticket(ticket, self.cleaned_data["assignee"])))
+        if self.cleaned_data.get("reply"):
+            # Before the status, so that a reply and "closed" in one save answer and then close.
+            steps.append(("reply", lambda: services.queue_reply(ticket, self.cleaned_data["reply"], author=self.agent)))
+        if "status" in self.changed_data:
+            steps.append(("status", lambda: services.change_ticket_status(ticket, self.cleaned_data["status"])))
+        with transaction.atomic():
+            for field, apply in steps:
+                try:
+                    apply()
+                except services.TicketRuleError as refused:
+                    # Undo the steps already applied, and whatever they would have announced.
+                    transaction.set_rollback(True)
+                    self.add_error(field, str(refused))
+                    return
+
+
+@admin.register(Ticket)
+class TicketAdmin(AgentAccess, admin.ModelAdmin):
+    form = TicketChangeForm
+    inlines = [MessageInline]
+    list_display = ["id", "subject", "customer", "status", "assignee", "unread", "last_message_at"]
+    list_display_links = ["id", "subject"]
+    list_filter = ["status", "assignee", UnreadFilter]
+    list_select_related = ["customer", "assignee"]
+    search_fields = ["customer__first_name", "customer__last_name", "customer__username", "messages__text"]
+    search_help_text = "Customer's name or username, or text from the conversation."
+    ordering = [F("last_message_at").desc(nulls_last=True), "-id"]
+    actions = ["assign_to_me", "resolve", "close"]
+    fieldsets = [
+        (None, {"fields": ["customer", "subject", "status", "assignee"]}),
+        # The change form template shows this one after the conversation.
+        ("Reply", {"fields": ["reply"], "classes": ["reply-box"]}),
+        ("Dates", {"fields": ["created_at", "updated_at", "last_message_at"], "classes": ["collapse"]}),
+    ]
+    readonly_fields = ["customer", "subject", "created_at", "updated_at", "last_message_at"]
+
+    def has_change_permission(self, request, obj=None):
+        return is_agent(request)
+
+    def get_queryset(self, request):
+        tickets = super().get_queryset(request).select_related("customer", "assignee")
+        return queries.with_unread_count(tickets, request.user)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"agent": request.user})
+
+    def save_model(self, request, obj, form, change):
+        """Nothing left to save: validating TicketChangeForm applied the changes through the services."""
+
+    def save_formset(self, request, form, formset, change):
+        # The conversation is read-only: do the formset's bookkeeping without writing any message.
+        formset.save(commit=False)
+
+    @admin.display(description="Unread", ordering="unread_count")
+    def unread(self, ticket):
+        return ticket.unread_count
+
+    @admin.action(description="Assign to me", permissions=["change"])
+    def assign_to_me(self, request, queryset):
+        self.apply_to_each(
+            request, queryset, lambda ticket: services.assign_ticket(ticket, request.user), "Assigned to you"
+        )
+
+    @admin.action(description="Resolve", permissions=["change"])
+    def resolve(self, request, queryset):
+        self.apply_to_each(
+            request, queryset, lambda ticket: services.change_ticket_status(ticket, Ticket.Status.RESOLVED), "Resolved"
+        )
+
+    @admin.action(description="Close", permissions=["change"])
+    def close(self, request, queryset):
+        self.apply_to_each(
+            request, queryset, lambda ticket: services.change_ticket_status(ticket, Ticket.Status.CLOSED), "Closed"
+        )
+
+    def apply_to_each(self, request, tickets, change, done_label):
+        """Apply ``change`` to each ticket on its own: the ones the ticket rules refuse are reported and
+        left as they were, the others still change."""
+        done, refused = [], []
+        for ticket in tickets.order_by("pk"):
+            try:
+                change(ticket)
+            except services.TicketRuleError as error:
+                refused.append(str(error))
+            else:
+                done.append(f"#{ticket.pk}")
+        if done:
+            self.message_user(request, f"{done_label}: {', '.join(done)}.", messages.SUCCESS)
+        if refused:
+            noun = "ticket" if len(refused) == 1 else "tickets"
+            self.message_user(request, f"{len(refused)} {noun} left unchanged. {' '.join(refused)}", messages.WARNING)
+
+
+# --- Customers ------------------------------------------------------------------------------------
+
+
+class CustomerTicketInline(ReadOnlyInline, admin.TabularInline):
+    model = Ticket
+    fields = ["subject", "status", "assignee", "created_at", "last_message_at"]
+    readonly_fields = fields
+    ordering = [F("last_message_at").desc(nulls_last=True), "-id"]
+    show_change_link = True
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("customer", "assignee")
+
+
+@admin.register(Customer)
+class CustomerAdmin(AgentAccess, admin.ModelAdmin):
+    """Customers as Telegram describes them: agents look them up, nobody edits them."""
+
+    inlines = [CustomerTicketInline]
+    list_display = ["name", "username", "telegram_user_id", "created_at", "ticket_count"]
+    search_fields = ["first_name", "last_name", "username", "telegram_user_id__exact"]
+    search_help_text = "Name, username, or exact Telegram user id."
+    ordering = ["-created_at", "-id"]
+    fields = ["first_name", "last_name", "username", "telegram_user_id", "language_code", "created_at"]
+    readonly_fields = fields
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(ticket_count=Count("tickets"))
+
+    @admin.display(description="Name", ordering="first_name")
+    def name(self, customer):
+        return customer.name
+
+    @admin.display(description="Tickets", ordering="ticket_count")
+    def ticket_count(self, customer):
+        return customer.ticket_count
