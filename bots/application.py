@@ -17,7 +17,7 @@ import sys
 import threading
 
 from django.conf import settings
-from telegram.ext import Application, ApplicationBuilder
+from telegram.ext import ApplicationBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,12 @@ def _shut_down_on_exit():
             "before", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(shutdown_application()))
         )
     else:
-        atexit.register(lambda: asyncio.run_coroutine_threadsafe(shutdown_application(), loop).result(10))
+        atexit.register(_shut_down_from_another_thread, loop)
+
+
+def _shut_down_from_another_thread(loop):
+    if loop.is_running():  # the BotLoop thread; a loop that asyncio.run() already closed needs nothing
+        asyncio.run_coroutine_threadsafe(shutdown_application(), loop).result(10)
 
 
 async def get_application():

@@ -37,7 +37,8 @@ def attachment_of(message):
         )
     if message.voice:
         voice = message.voice
-        return _file("voice", voice, f"Voice message, {voice.duration} s", duration=voice.duration, mime_type=voice.mime_type)
+        summary = f"Voice message, {voice.duration} s"
+        return _file("voice", voice, summary, duration=voice.duration, mime_type=voice.mime_type)
     if message.video:
         video = message.video
         return _file("video", video, f"Video, {video.duration} s", duration=video.duration, mime_type=video.mime_type)

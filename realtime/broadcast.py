@@ -1,12 +1,10 @@
 """Turns the tickets' after-commit announcements into channel-layer group messages."""
 
-
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from . import events
 from .groups import INBOX, ticket_group
-
 
 # The channel-layer message type consumers implement to forward ``event`` to their WebSocket.
 CLIENT_EVENT = "client.event"
@@ -26,7 +24,7 @@ def events_for(kind, ticket, message=None, user=None, message_id=None):
     raise ValueError(f"Unknown announcement kind {kind!r}")
 
 
-def broadcast(sender, kind, **objects):
+def broadcast(sender, *, signal, kind, **objects):
     """Receiver of tickets.signals.announced: send each event to its groups."""
     layer = get_channel_layer()
     for groups, event in events_for(kind, **objects):

@@ -6,7 +6,6 @@ on SQLite, the in-memory channel layer, the local-memory cache and the Telegram 
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -46,7 +45,7 @@ if not SECRET_KEY:
             "DJANGO_SECRET_KEY is not set. Set it to a long random string in production, "
             "or set DJANGO_DEBUG=1 for local development (as `make run` does)."
         )
-    SECRET_KEY = "insecure-development-key-only-for-DJANGO_DEBUG"
+    SECRET_KEY = "insecure-development-key-only-for-DJANGO_DEBUG"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 
@@ -169,7 +168,7 @@ if TELEGRAM_SANDBOX:
             "TELEGRAM_BOT_TOKEN is not set. Set the token BotFather gave you, or set DJANGO_DEBUG=1 "
             "to run against the Telegram sandbox."
         )
-    TELEGRAM_BOT_TOKEN = "1000001:sandbox-token"
+    TELEGRAM_BOT_TOKEN = "1000001:sandbox-token"  # noqa: S105  (the sandbox accepts any token)
 TELEGRAM_SANDBOX_PORT = env_int("TELEGRAM_SANDBOX_PORT", 8081)
 TELEGRAM_API_URL = os.environ.get(
     "TELEGRAM_API_URL",
@@ -182,7 +181,7 @@ if not TELEGRAM_WEBHOOK_SECRET:
             "TELEGRAM_WEBHOOK_SECRET is not set: Telegram sends it with every update and the webhook "
             "refuses updates without it. Use 1-256 characters of A-Z, a-z, 0-9, _ and -."
         )
-    TELEGRAM_WEBHOOK_SECRET = "sandbox-webhook-secret"
+    TELEGRAM_WEBHOOK_SECRET = "sandbox-webhook-secret"  # noqa: S105
 TELEGRAM_WEBHOOK_URL = os.environ.get("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:8000/telegram/webhook/")
 TELEGRAM_WEBHOOK_MAX_CONNECTIONS = env_int("TELEGRAM_WEBHOOK_MAX_CONNECTIONS", 40)
 
@@ -237,3 +236,13 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+# Outbound delivery (bots.delivery): retries, backoff and Telegram's flood limits.
+TELEGRAM_DELIVERY_MAX_ATTEMPTS = env_int("TELEGRAM_DELIVERY_MAX_ATTEMPTS", 8)
+TELEGRAM_DELIVERY_BACKOFF_SECONDS = float(os.environ.get("TELEGRAM_DELIVERY_BACKOFF_SECONDS", "2"))
+TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS = 300
+# How long one attempt may hold a reply before the sweep may consider its worker dead.
+TELEGRAM_DELIVERY_LEASE_SECONDS = env_int("TELEGRAM_DELIVERY_LEASE_SECONDS", 60)
+TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = 30
+# A reply still queued this long after it was due lost its task (or its worker); the sweep re-drives it.
+OUTBOX_STRANDED_AFTER_SECONDS = env_int("OUTBOX_STRANDED_AFTER_SECONDS", 120)

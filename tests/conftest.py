@@ -17,6 +17,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from bots.sandbox.runner import SandboxServer
+
 BASE_DIR = Path(settings.BASE_DIR)
 
 
@@ -54,6 +56,29 @@ def other_agent(django_user_model):
 @pytest.fixture
 def is_postgres():
     return connection.vendor == "postgresql"
+
+
+# --- The Telegram sandbox ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _sandbox_server():
+    with SandboxServer(default_token=settings.TELEGRAM_BOT_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(_sandbox_server):
+    """The Telegram sandbox over real HTTP, with a clean state for this test.
+
+    One server serves the whole session (in a background thread, on a free port); every test starts
+    from a reset: no chats, calls, faults, webhooks or pending updates. ``sandbox.url`` is its base URL
+    (point a bot at ``f"{sandbox.url}/bot"`` and ``f"{sandbox.url}/file/bot"``); ``sandbox.client(token)``
+    returns a ``SandboxClient`` (``token`` defaults to ``settings.TELEGRAM_BOT_TOKEN``). Webhook retries
+    wait 0.2 s, doubling up to 2 s.
+    """
+    _sandbox_server.client().reset()
+    return _sandbox_server
 
 
 # --- Real server processes (daphne, the task worker) on the test database --------------------------

@@ -6,10 +6,16 @@ tickets and messages come from Telegram, so nothing is added or deleted here and
 edited.
 """
 
+from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, F, Q
+from django.http import Http404, JsonResponse
+from django.urls import path
+from django.views.decorators.http import require_POST
+
+from bots.delivery import show_customer_typing
 
 from . import queries, services
 from .models import Customer, Message, Ticket
@@ -203,6 +209,19 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
         return type(form.__name__, (form,), {"agent": request.user})
+
+    def get_urls(self):
+        typing = self.admin_site.admin_view(require_POST(self.typing_view))
+        return [path("<int:ticket_id>/typing/", typing, name="tickets_ticket_typing"), *super().get_urls()]
+
+    def typing_view(self, request, ticket_id):
+        """The agent is typing in the reply box: show "typing…" in the customer's Telegram chat."""
+        if not self.has_change_permission(request):
+            raise Http404
+        chat_id = Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id", flat=True).first()
+        if chat_id is None:
+            raise Http404
+        return JsonResponse({"shown": async_to_sync(show_customer_typing)(chat_id)})
 
     def save_model(self, request, obj, form, change):
         """Nothing left to save: validating TicketChangeForm applied the changes through the services."""

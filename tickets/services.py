@@ -46,6 +46,17 @@ class TelegramProfile:
     language_code: str = ""
 
 
+def storable(value):
+    """``value`` without NUL characters, which PostgreSQL cannot store in text or JSON (recursively)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
+
+
 def announce(kind, **objects):
     """Send ``announced`` once the current transaction commits (at once outside a transaction)."""
     transaction.on_commit(lambda: announced.send(sender=Ticket, kind=kind, **objects), robust=True)
@@ -56,12 +67,14 @@ def announce(kind, **objects):
 
 def get_or_create_customer(profile):
     """The customer for a Telegram user, created on first contact and kept up to date with their profile."""
-    fields = {
-        "first_name": profile.first_name or "",
-        "last_name": profile.last_name or "",
-        "username": profile.username or "",
-        "language_code": profile.language_code or "",
-    }
+    fields = storable(
+        {
+            "first_name": profile.first_name or "",
+            "last_name": profile.last_name or "",
+            "username": profile.username or "",
+            "language_code": profile.language_code or "",
+        }
+    )
     # get_or_create retries the lookup when a concurrent first message inserted the row first.
     customer, created = Customer.objects.get_or_create(telegram_user_id=profile.user_id, defaults=fields)
     if not created and any(getattr(customer, name) != value for name, value in fields.items()):
@@ -160,6 +173,7 @@ def record_inbound_message(
 
     Returns (message, ticket_opened). A customer writing to a pending ticket puts it back to open.
     """
+    text, attachment = storable(text), storable(attachment)
     with transaction.atomic():
         customer = get_or_create_customer(profile)
         ticket, opened = get_or_open_ticket(customer, subject=_subject_from(text, attachment))
@@ -194,6 +208,7 @@ def _subject_from(text, attachment):
 
 def record_message_edit(telegram_user_id, telegram_message_id, *, text, edited_at, attachment=None):
     """Apply a customer's edit to the message they sent; returns it, or None if we never stored it."""
+    text, attachment = storable(text), storable(attachment)
     with transaction.atomic():
         message = (
             Message.objects.select_for_update()
@@ -223,7 +238,7 @@ def queue_reply(ticket, text, *, author=None, client_msg_id=None, attachment=Non
     ``author`` is the agent, or None for the bot's automatic replies. With ``client_msg_id`` the call
     is idempotent: a repeat returns the reply already stored. Returns (message, created).
     """
-    text = (text or "").strip()
+    text, attachment = storable(text or "").strip(), storable(attachment)
     if not text and not attachment:
         raise TicketRuleError("A reply needs some text.")
     if len(text) > TELEGRAM_TEXT_LIMIT:

@@ -296,3 +296,16 @@ def test_changes_are_announced_only_after_commit(announcements):
 
     assert [kind for kind, _ in announcements] == ["ticket.changed", "message.created"]
     assert announcements[1][1]["message"] == message
+
+
+def test_nul_characters_from_telegram_are_dropped_not_fatal(db):
+    profile = TelegramProfile(user_id=333, first_name="Nul\x00l")
+
+    message, _ = services.record_inbound_message(
+        profile, text="a\x00b", telegram_message_id=1, attachment={"kind": "document", "file_name": "x\x00.txt"}
+    )
+
+    message.refresh_from_db()
+    assert message.text == "ab"
+    assert message.attachment["file_name"] == "x.txt"
+    assert message.ticket.customer.first_name == "Null"

@@ -1,0 +1,34 @@
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from tickets.services import redrive_stranded_replies
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-enqueue replies stuck in the outbox (still queued long after they were due: their task was "
+        "lost or their worker died). Runs once, or forever with --every."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--every", type=float, help="Repeat every this many seconds instead of running once.")
+        parser.add_argument(
+            "--stranded-after",
+            type=float,
+            default=settings.OUTBOX_STRANDED_AFTER_SECONDS,
+            help="Seconds past due after which a queued reply counts as stranded (default: %(default)s).",
+        )
+
+    def handle(self, *args, every=None, stranded_after, **options):
+        while True:
+            count = redrive_stranded_replies(timedelta(seconds=stranded_after))
+            if count or every is None:
+                self.stdout.write(f"Re-enqueued {count} stranded repl{'y' if count == 1 else 'ies'}.")
+            if every is None:
+                return
+            close_old_connections()
+            time.sleep(every)
