@@ -4,6 +4,8 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PYTHON_SYSTEM ?= python3
+# make run serves the embedded development defaults unless told otherwise.
+export DJANGO_DEBUG ?= 1
 
 .PHONY: run test lint format install
 
@@ -15,10 +17,13 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# The Procfile's processes find the virtualenv's python first on PATH. Without TELEGRAM_BOT_TOKEN
+# the Telegram sandbox runs beside them (Procfile.sandbox).
 run: install
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PYTHON) manage.py migrate --noinput
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PYTHON) manage.py create_demo_agent
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(VENV)/bin/honcho start -f $$(if [ -n "$$TELEGRAM_BOT_TOKEN" ]; then echo Procfile; else echo Procfile.sandbox; fi)
+	$(PYTHON) manage.py migrate --noinput
+	$(PYTHON) manage.py create_demo_agent
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start \
+	  -f $$(if [ -n "$$TELEGRAM_BOT_TOKEN" ]; then echo Procfile; else echo Procfile.sandbox; fi)
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
