@@ -17,6 +17,7 @@ import sys
 import threading
 
 from django.conf import settings
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ApplicationBuilder
 
 logger = logging.getLogger(__name__)
@@ -43,9 +44,14 @@ def build_application():
     return application
 
 
+class BotNotReady(TelegramError):
+    """The Application could not be initialised; the message is safe to log (no bot token in it)."""
+
+
 class _ApplicationHolder:
     def __init__(self):
-        self.application = None
+        self.application = None  # initialised and ready
+        self.pending = None  # built, its initialisation failed: retried as is, so its HTTP clients are reused
         self.lock = asyncio.Lock()
 
     async def get(self):
@@ -53,10 +59,15 @@ class _ApplicationHolder:
             return self.application
         async with self.lock:
             if self.application is None:
-                application = build_application()
-                await application.initialize()  # raises on failure: nothing is kept, the next call retries
-                self.application = application
-                _shut_down_on_exit()
+                application = self.pending or build_application()
+                self.pending = application
+                try:
+                    await application.initialize()
+                except InvalidToken:
+                    # PTB's message quotes the token; never let it reach a log, a response or the database.
+                    raise BotNotReady("Telegram rejected the bot token: check TELEGRAM_BOT_TOKEN.") from None
+                self.application, self.pending = application, None
+                _shut_down_with_daphne()
                 logger.info("Telegram bot application initialised as @%s.", application.bot.username)
         return self.application
 
@@ -71,23 +82,21 @@ class _ApplicationHolder:
 _holder = _ApplicationHolder()
 
 
-def _shut_down_on_exit():
-    """Arrange for the Application to be shut down (closing its HTTP clients) when the process exits."""
-    loop = asyncio.get_running_loop()
-    if "twisted.internet.reactor" in sys.modules:
-        # daphne runs on Twisted's asyncio reactor and has no ASGI lifespan: hook its shutdown.
-        from twisted.internet import defer, reactor
+def _shut_down_with_daphne():
+    """Under daphne, shut the Application down (closing its HTTP clients) when the server stops.
 
+    daphne runs on Twisted's asyncio reactor and has no ASGI lifespan, so hook the reactor's shutdown.
+    Elsewhere the owner of the loop shuts it down: BotLoop at exit, a command when it is done.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import defer, reactor
+
+    if reactor.running:
+        loop = asyncio.get_running_loop()
         reactor.addSystemEventTrigger(
             "before", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(shutdown_application()))
         )
-    else:
-        atexit.register(_shut_down_from_another_thread, loop)
-
-
-def _shut_down_from_another_thread(loop):
-    if loop.is_running():  # the BotLoop thread; a loop that asyncio.run() already closed needs nothing
-        asyncio.run_coroutine_threadsafe(shutdown_application(), loop).result(10)
 
 
 async def get_application():
@@ -106,15 +115,23 @@ class BotLoop:
     _loop = None
 
     @classmethod
-    def run(cls, coroutine_function, timeout=60):
-        """Run ``await coroutine_function(bot)`` on the bot's loop and return its result."""
+    def run(cls, coroutine_function, timeout):
+        """Run ``await coroutine_function(bot)`` on the bot's loop and return its result.
+
+        After ``timeout`` seconds the call is cancelled and TimeoutError raised, so an abandoned call
+        cannot go on sending behind its caller's back.
+        """
 
         async def call():
             application = await get_application()
             return await coroutine_function(application.bot)
 
         future = asyncio.run_coroutine_threadsafe(call(), cls._get_loop())
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     @classmethod
     def _get_loop(cls):
@@ -122,5 +139,10 @@ class BotLoop:
             if cls._loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="telegram-bot-loop", daemon=True).start()
+                atexit.register(cls._shut_down, loop)
                 cls._loop = loop
         return cls._loop
+
+    @staticmethod
+    def _shut_down(loop):
+        asyncio.run_coroutine_threadsafe(shutdown_application(), loop).result(10)

@@ -11,9 +11,10 @@ committed together (tickets.services.queue_reply). Here one attempt:
   backoff and jitter, up to ``TELEGRAM_DELIVERY_MAX_ATTEMPTS``; a blocked bot or an unknown chat
   fails at once with a reason an agent understands.
 
-Delivery is at-least-once: if the worker dies after Telegram accepted the message but before
-``sent`` is committed, the sweep re-drives the reply once its lease expires and the customer
-receives it twice. That window is one HTTP round trip plus one UPDATE.
+Delivery is at-least-once. The customer receives a reply twice if Telegram accepted it but this
+attempt never learnt so: the worker died before ``sent`` was committed (the sweep re-drives the
+reply once its lease expires), or the answer did not come back in time (a timeout is retried like
+any network error). The window is one Bot API round trip plus one UPDATE.
 """
 
 import logging
@@ -25,12 +26,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from tickets import services
 from tickets.models import Message
 
-from .application import BotLoop, get_application
+from .application import BotLoop, BotNotReady, get_application
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +45,25 @@ SEND_MEDIA = {
 
 def deliver(message_id):
     """One delivery attempt for the reply ``message_id`` (the body of bots.tasks.deliver_reply)."""
+    now = timezone.now()
     message = Message.objects.select_related("ticket__customer").filter(pk=message_id).first()
     if message is None or message.delivery_status != Message.DeliveryStatus.QUEUED:
-        return
+        return  # sent or failed already
+    if message.delivery_due_at and message.delivery_due_at > now:
+        return  # another attempt holds it, or it is scheduled later (by a task of its own)
     chat_id = message.ticket.customer.telegram_user_id
     wait = seconds_until_send_allowed(chat_id)
     if wait:
-        services.schedule_delivery_retry(message, timezone.now() + timedelta(seconds=wait), message.delivery_error)
+        services.postpone_delivery(message, now + timedelta(seconds=wait))
         return
-    message = services.claim_delivery(message_id, lease=timedelta(seconds=settings.TELEGRAM_DELIVERY_LEASE_SECONDS))
+    lease = settings.TELEGRAM_DELIVERY_LEASE_SECONDS
+    message = services.claim_delivery(message_id, lease=timedelta(seconds=lease))
     if message is None:
-        return  # sent, failed, or another attempt holds the lease
+        return  # another task claimed it first
 
     try:
-        sent = BotLoop.run(lambda bot: _send(bot, chat_id, message), timeout=settings.TELEGRAM_DELIVERY_LEASE_SECONDS)
+        # Half the lease: an abandoned call is cancelled well before another attempt may take the reply.
+        sent = BotLoop.run(lambda bot: _send(bot, chat_id, message), timeout=lease / 2)
     except RetryAfter as error:
         seconds = _seconds(error.retry_after)
         _retry(message, seconds, f"Telegram asked to slow down; retrying in {seconds:g} s.")
@@ -70,9 +76,15 @@ def deliver(message_id):
             reason = f"Telegram refused the message: {error.message}"
         services.mark_delivery_failed(message, reason)
     except (NetworkError, TimeoutError) as error:
-        _retry_transient(message, f"Could not reach Telegram: {error}")
+        _retry_transient(message, f"Could not reach Telegram: {error or 'timed out'}")
+    except (BotNotReady, InvalidToken) as error:
+        # A configuration problem, not this reply's: keep it queued until the bot works again.
+        _retry_transient(message, str(error))
     except TelegramError as error:
         services.mark_delivery_failed(message, f"Telegram refused the message: {error}")
+    except Exception as error:
+        logger.exception("Reply %s: unexpected error while sending.", message.pk)
+        _retry_transient(message, f"Unexpected error while sending ({type(error).__name__}).")
     else:
         services.mark_delivered(message, sent.message_id)
 
@@ -127,7 +139,7 @@ async def show_customer_typing(chat_id):
     try:
         application = await get_application()
         await application.bot.send_chat_action(chat_id, ChatAction.TYPING)
-    except TelegramError as error:
+    except Exception as error:  # a courtesy to the customer: never an error for the agent
         logger.warning("Could not show typing in chat %s: %s", chat_id, error)
         return False
     return True

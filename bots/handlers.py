@@ -141,6 +141,7 @@ async def capture_handler_error(update, context):
         logger.error("Update handler failed outside a webhook request.", exc_info=context.error)
     else:
         errors.append(context.error)
+    raise ApplicationHandlerStop  # the update was handled, if unsuccessfully: not one to log as ignored
 
 
 def register_handlers(application):

@@ -4,6 +4,8 @@ Text arrives as ``text`` or, with media, as ``caption``; media is kept as attach
 Telegram file ids an agent's tools can fetch later) plus a one-line summary an agent can read.
 """
 
+from telegram.constants import MessageAttachmentType
+
 from tickets.services import TelegramProfile
 
 
@@ -45,6 +47,14 @@ def attachment_of(message):
     if message.sticker:
         sticker = message.sticker
         return _file("sticker", sticker, f"Sticker {sticker.emoji or ''}".strip(), emoji=sticker.emoji)
+    if message.audio:
+        audio = message.audio
+        title = " – ".join(part for part in (audio.performer, audio.title) if part)
+        return _file("audio", audio, f"Audio {title}".strip(), duration=audio.duration, mime_type=audio.mime_type)
+    if message.video_note:
+        return _file("video_note", message.video_note, f"Video message, {message.video_note.duration} s")
+    if message.animation:
+        return _file("animation", message.animation, "GIF animation", mime_type=message.animation.mime_type)
     if message.location:
         location = message.location
         return {
@@ -64,6 +74,13 @@ def attachment_of(message):
             "user_id": contact.user_id,
             "summary": f"Contact {name} {contact.phone_number}",
         }
+    for kind in MessageAttachmentType:
+        if getattr(message, kind.value, None):
+            # Polls, dice, venues, games…: say what it was, so the agent knows to look in Telegram.
+            return {
+                "kind": kind.value,
+                "summary": f"{kind.value.replace('_', ' ').capitalize()} (open Telegram to see it)",
+            }
     return None
 
 

@@ -1,10 +1,17 @@
 """Turns the tickets' after-commit announcements into channel-layer group messages."""
 
+import asyncio
+import logging
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from . import events
 from .groups import INBOX, ticket_group
+
+logger = logging.getLogger(__name__)
+
+BROADCAST_TIMEOUT_SECONDS = 2
 
 # The channel-layer message type consumers implement to forward ``event`` to their WebSocket.
 CLIENT_EVENT = "client.event"
@@ -26,7 +33,21 @@ def events_for(kind, ticket, message=None, user=None, message_id=None):
 
 def broadcast(sender, *, signal, kind, **objects):
     """Receiver of tickets.signals.announced: send each event to its groups."""
+    async_to_sync(_send_all)(events_for(kind, **objects))
+
+
+async def _send_all(pairs):
     layer = get_channel_layer()
-    for groups, event in events_for(kind, **objects):
-        for group in groups:
-            async_to_sync(layer.group_send)(group, {"type": CLIENT_EVENT, "event": event})
+    sends = [
+        layer.group_send(group, {"type": CLIENT_EVENT, "event": event}) for groups, event in pairs for group in groups
+    ]
+    try:
+        # Bounded: the caller may hold a database connection, and a slow Redis must not exhaust the pool.
+        async with asyncio.timeout(BROADCAST_TIMEOUT_SECONDS):
+            await asyncio.gather(*sends)
+    except TimeoutError:
+        logger.warning(
+            "Broadcast of %d events timed out after %s s; the change is saved, pages show it on reload.",
+            len(sends),
+            BROADCAST_TIMEOUT_SECONDS,
+        )

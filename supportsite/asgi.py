@@ -10,7 +10,9 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 from django.conf import settings  # noqa: E402
 
-from .body_limit import BodySizeLimit  # noqa: E402
+from .body_limit import BodySizeLimit, limit_daphne_request_bodies  # noqa: E402
+
+limit_daphne_request_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 application = ProtocolTypeRouter(
     {

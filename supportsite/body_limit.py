@@ -1,8 +1,9 @@
 """Refuse oversized request bodies while they stream in.
 
 daphne accepts bodies of any size and Django's ASGI handler spools the whole body before a view
-runs, so a limit checked in the view comes too late. This middleware answers 413 as soon as the
-declared Content-Length, or the bytes actually received, exceed the limit.
+runs, so a limit checked in the view comes too late. Two layers answer 413 instead: daphne's own
+request class, before it buffers the body (limit_daphne_request_bodies), and an ASGI middleware
+for any other server (BodySizeLimit). A reverse proxy's limit in front is still good practice.
 """
 
 from django.core.exceptions import RequestDataTooBig
@@ -63,3 +64,53 @@ class BodySizeLimit:
         except RequestDataTooBig:
             if not response_started:
                 await _send_413(send, self.max_bytes)
+
+
+def limit_daphne_request_bodies(max_bytes):
+    """Make daphne itself refuse an oversized body as it arrives, before buffering any more of it.
+
+    daphne hands the ASGI app a request only once its whole body has arrived, and then queues all of
+    it at once, so BodySizeLimit alone cannot stop a client from filling the server's memory. This
+    swaps in a request class that answers 413 and closes the connection as soon as the declared
+    length, or the bytes received so far, exceed ``max_bytes`` (as Twisted does with bad requests).
+    """
+    from daphne import http_protocol
+
+    if getattr(http_protocol.WebRequest, "max_body_bytes", None) is not None:
+        http_protocol.WebRequest.max_body_bytes = max_bytes
+        return
+
+    class BodyLimitedWebRequest(http_protocol.WebRequest):
+        max_body_bytes = max_bytes
+        body_bytes = 0
+        refused = False
+
+        def gotLength(self, length):
+            super().gotLength(length)
+            if length is not None and length > self.max_body_bytes:
+                self.refuse()
+
+        def handleContentChunk(self, data):
+            if self.refused:
+                return
+            self.body_bytes += len(data)
+            if self.body_bytes > self.max_body_bytes:
+                self.refuse()
+                return
+            super().handleContentChunk(data)
+
+        def process(self):
+            if not self.refused:
+                super().process()
+
+        def refuse(self):
+            self.refused = True
+            body = f"Request body too large: the limit is {self.max_body_bytes} bytes.\n".encode()
+            head = (
+                "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            self.channel.transport.write(head.encode() + body)
+            self.channel.loseConnection()
+
+    http_protocol.WebRequest = BodyLimitedWebRequest

@@ -176,7 +176,7 @@ TELEGRAM_API_URL = os.environ.get(
 ).rstrip("/")
 TELEGRAM_WEBHOOK_SECRET = os.environ.get("TELEGRAM_WEBHOOK_SECRET", "")
 if not TELEGRAM_WEBHOOK_SECRET:
-    if not DEBUG:
+    if not TELEGRAM_SANDBOX:
         raise ImproperlyConfigured(
             "TELEGRAM_WEBHOOK_SECRET is not set: Telegram sends it with every update and the webhook "
             "refuses updates without it. Use 1-256 characters of A-Z, a-z, 0-9, _ and -."
@@ -228,7 +228,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_secrets": {"()": "supportsite.log_filters.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
         # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.

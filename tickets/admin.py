@@ -6,6 +6,9 @@ tickets and messages come from Telegram, so nothing is added or deleted here and
 edited.
 """
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
@@ -49,58 +52,59 @@ class ReadOnlyInline(AgentAccess):
 # --- Tickets --------------------------------------------------------------------------------------
 
 
-class MessageInline(ReadOnlyInline, admin.TabularInline):
-    """The ticket's conversation, oldest first. Customers' messages came from Telegram and replies are
-    on their way there, so none of them can be edited."""
+def message_sender(message):
+    if message.direction == Message.Direction.IN:
+        return message.ticket.customer.name
+    if message.author is None:
+        return "Bot (automatic reply)"
+    return message.author.get_full_name() or message.author.get_username()
 
-    model = Message
-    template = "admin/tickets/ticket/conversation.html"
-    verbose_name_plural = "Conversation"
-    fields = [
-        "number",
-        "created_at",
-        "sender",
-        "text",
-        "attachment_summary",
-        "edited_at",
-        "delivery_status",
-        "delivery_attempts_display",
-        "delivery_error",
+
+def attachment_summary(message):
+    attachment = message.attachment
+    if not attachment:
+        return ""
+    if not isinstance(attachment, dict):
+        return "Attachment"
+    return attachment.get("summary") or str(attachment.get("kind") or "attachment").capitalize()
+
+
+@dataclass(frozen=True)
+class ConversationEntry:
+    """One message of a ticket's conversation as the change page shows it (plain values: the template
+    escapes them)."""
+
+    number: int
+    direction: str
+    created_at: datetime
+    sender: str
+    text: str
+    attachment: str
+    edited_at: datetime | None
+    delivery_status: str
+    delivery_attempts: int | None
+    delivery_error: str
+
+
+def conversation(ticket):
+    """The ticket's messages, oldest first, in one query. Customers' messages came from Telegram and
+    replies are on their way there, so the page shows them read-only, outside the form."""
+    messages = ticket.messages.select_related("author", "ticket__customer").order_by("id")
+    return [
+        ConversationEntry(
+            number=message.pk,
+            direction=message.direction,
+            created_at=message.created_at,
+            sender=message_sender(message),
+            text=message.text,
+            attachment=attachment_summary(message),
+            edited_at=message.edited_at,
+            delivery_status=message.get_delivery_status_display(),
+            delivery_attempts=None if message.direction == Message.Direction.IN else message.delivery_attempts,
+            delivery_error=message.delivery_error,
+        )
+        for message in messages
     ]
-    readonly_fields = fields
-    ordering = ["id"]
-    extra = 0
-    can_delete = False
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("author", "ticket__customer").order_by("id")
-
-    @admin.display(description="#")
-    def number(self, message):
-        return message.pk
-
-    @admin.display(description="From")
-    def sender(self, message):
-        if message.direction == Message.Direction.IN:
-            return message.ticket.customer.name
-        if message.author is None:
-            return "Bot (automatic reply)"
-        return message.author.get_full_name() or message.author.get_username()
-
-    @admin.display(description="Attachment")
-    def attachment_summary(self, message):
-        attachment = message.attachment
-        if not attachment:
-            return ""
-        if not isinstance(attachment, dict):
-            return "Attachment"
-        return attachment.get("summary") or str(attachment.get("kind") or "attachment").capitalize()
-
-    @admin.display(description="Attempts")
-    def delivery_attempts_display(self, message):
-        if message.direction == Message.Direction.IN:
-            return self.get_empty_value_display()
-        return message.delivery_attempts
 
 
 class UnreadFilter(admin.SimpleListFilter):
@@ -181,8 +185,12 @@ class TicketChangeForm(forms.ModelForm):
 
 @admin.register(Ticket)
 class TicketAdmin(AgentAccess, admin.ModelAdmin):
+    """Tickets, worked through TicketChangeForm. The conversation is shown read-only next to the form,
+    not as an inline: a formset would post fields for every message (a long conversation would exceed
+    DATA_UPLOAD_MAX_NUMBER_FIELDS) and would be validated after TicketChangeForm has already applied the
+    agent's changes. So this admin has no inlines, and a valid form is a save."""
+
     form = TicketChangeForm
-    inlines = [MessageInline]
     list_display = ["id", "subject", "customer", "status", "assignee", "unread", "last_message_at"]
     list_display_links = ["id", "subject"]
     list_filter = ["status", "assignee", UnreadFilter]
@@ -223,12 +231,14 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
             raise Http404
         return JsonResponse({"shown": async_to_sync(show_customer_typing)(chat_id)})
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["conversation"] = conversation(obj)
+            context["empty_value_display"] = self.get_empty_value_display()
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def save_model(self, request, obj, form, change):
         """Nothing left to save: validating TicketChangeForm applied the changes through the services."""
-
-    def save_formset(self, request, form, formset, change):
-        # The conversation is read-only: do the formset's bookkeeping without writing any message.
-        formset.save(commit=False)
 
     @admin.display(description="Unread", ordering="unread_count")
     def unread(self, ticket):

@@ -8,6 +8,7 @@ a list of tickets gets its unread counts in the same single query that fetches t
 from django.db import models
 from django.db.models import Count, Exists, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from .models import Message, ReadCursor
 
@@ -55,3 +56,14 @@ def all_read(tickets, user):
 def unread_count(ticket, user):
     """How many messages of ``ticket`` ``user`` has not read (one query)."""
     return unread_messages(user).filter(ticket=ticket).count()
+
+
+def stranded_replies(stranded_after):
+    """Replies still queued ``stranded_after`` (a timedelta) after they were due: their task was lost,
+    or their worker died holding them. The outbox sweep re-drives them; a health check counts them."""
+    cutoff = timezone.now() - stranded_after
+    return Message.objects.filter(delivery_status=Message.DeliveryStatus.QUEUED, delivery_due_at__lt=cutoff)
+
+
+def count_stranded_replies(stranded_after):
+    return stranded_replies(stranded_after).count()

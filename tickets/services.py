@@ -17,6 +17,7 @@ from django.utils import timezone
 from bots.tasks import deliver_reply
 
 from .models import Customer, Message, ReadCursor, Ticket
+from .queries import stranded_replies
 from .signals import announced
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def get_or_open_ticket(customer, subject=""):
     """The customer's active ticket, or a new open one. Returns (ticket, opened)."""
     with transaction.atomic():
         for _ in range(3):
-            ticket = _active_ticket(customer)
+            ticket = _active_ticket(customer, lock=True)
             if ticket is not None:
                 return ticket, False
             try:
@@ -102,12 +103,16 @@ def get_or_open_ticket(customer, subject=""):
     raise TicketRuleError(f"Could not find or open a ticket for customer {customer.pk}.")
 
 
-def _active_ticket(customer):
-    return (
-        Ticket.objects.select_related("customer", "assignee")
-        .filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES)
-        .first()
-    )
+def _active_ticket(customer, lock=False):
+    """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction.
+
+    Locking matters to writers: PostgreSQL re-checks the status once a concurrent change (an agent
+    closing the ticket) commits, so a message never lands in a ticket that was closed meanwhile.
+    """
+    tickets = Ticket.objects.select_related("customer", "assignee")
+    if lock:
+        tickets = tickets.select_for_update(of=("self",))
+    return tickets.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES).first()
 
 
 def assign_ticket(ticket, assignee):
@@ -278,54 +283,82 @@ def queue_reply(ticket, text, *, author=None, client_msg_id=None, attachment=Non
 # --- Outbound delivery (called by bots.delivery) ------------------------------------------------------
 
 
-def claim_delivery(message_id, lease):
+def _due(queryset, now):
+    return queryset.filter(delivery_status=Message.DeliveryStatus.QUEUED).filter(
+        Q(delivery_due_at__isnull=True) | Q(delivery_due_at__lte=now)
+    )
+
+
+def postpone_delivery(message, due_at: datetime):
+    """Move a due reply's next attempt to ``due_at`` (Telegram's flood limits) without counting an attempt.
+
+    Conditional like a claim: a reply that another attempt holds, or that is already done, is left alone.
+    """
+    with transaction.atomic():
+        moved = _due(Message.objects.filter(pk=message.pk), timezone.now()).update(delivery_due_at=due_at)
+        if moved:
+            enqueue_delivery(message, run_after=due_at)
+    return bool(moved)
+
+
+def claim_delivery(message_id, lease: timedelta):
     """Start a delivery attempt if the reply is still queued and due; returns the message or None.
 
-    One conditional UPDATE, so of two workers holding the same reply only one sends it; the lease
-    (``delivery_due_at`` moved ``lease`` ahead) lets the outbox sweep re-drive it if this worker dies.
+    One conditional UPDATE, so of two tasks for the same reply only one sends it. The attempt holds
+    the reply until ``delivery_due_at`` (its lease); the outcome functions below only record an
+    outcome while the lease is still this attempt's, and the outbox sweep re-drives the reply if the
+    worker died holding it.
     """
     now = timezone.now()
-    claimed = (
-        Message.objects.filter(pk=message_id, delivery_status=Message.DeliveryStatus.QUEUED)
-        .filter(Q(delivery_due_at__isnull=True) | Q(delivery_due_at__lte=now))
-        .update(delivery_due_at=now + lease, delivery_attempts=F("delivery_attempts") + 1)
+    lease_until = now + lease
+    claimed = _due(Message.objects.filter(pk=message_id), now).update(
+        delivery_due_at=lease_until, delivery_attempts=F("delivery_attempts") + 1
     )
     if not claimed:
         return None
-    return Message.objects.select_related("ticket__customer").get(pk=message_id)
+    return Message.objects.select_related("ticket__customer").get(pk=message_id, delivery_due_at=lease_until)
+
+
+def _record_outcome(message, **fields):
+    """Write an attempt's outcome if the attempt still holds the reply's lease; True if it did."""
+    held = Message.objects.filter(
+        pk=message.pk, delivery_status=Message.DeliveryStatus.QUEUED, delivery_due_at=message.delivery_due_at
+    ).update(**fields)
+    if not held:
+        logger.warning(
+            "Reply %s: attempt %s lost its lease; its outcome is dropped.", message.pk, message.delivery_attempts
+        )
+        return False
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return True
 
 
 def mark_delivered(message, telegram_message_id):
     with transaction.atomic():
-        Message.objects.filter(pk=message.pk).update(
+        if _record_outcome(
+            message,
             delivery_status=Message.DeliveryStatus.SENT,
             telegram_message_id=telegram_message_id,
             delivery_due_at=None,
             delivery_error="",
-        )
-        message.delivery_status = Message.DeliveryStatus.SENT
-        message.telegram_message_id = telegram_message_id
-        message.delivery_error = ""
-        announce("message.delivery", ticket=message.ticket, message=message)
+        ):
+            announce("message.delivery", ticket=message.ticket, message=message)
 
 
 def schedule_delivery_retry(message, due_at: datetime, error):
     """Keep the reply queued and enqueue its next attempt for ``due_at``."""
     with transaction.atomic():
-        Message.objects.filter(pk=message.pk).update(delivery_due_at=due_at, delivery_error=error)
-        message.delivery_due_at = due_at
-        message.delivery_error = error
-        enqueue_delivery(message, run_after=due_at)
+        if _record_outcome(message, delivery_due_at=due_at, delivery_error=error):
+            enqueue_delivery(message, run_after=due_at)
 
 
 def mark_delivery_failed(message, error):
     with transaction.atomic():
-        Message.objects.filter(pk=message.pk).update(
-            delivery_status=Message.DeliveryStatus.FAILED, delivery_due_at=None, delivery_error=error
-        )
-        message.delivery_status = Message.DeliveryStatus.FAILED
-        message.delivery_error = error
-        announce("message.delivery", ticket=message.ticket, message=message)
+        if _record_outcome(
+            message, delivery_status=Message.DeliveryStatus.FAILED, delivery_due_at=None, delivery_error=error
+        ):
+            announce("message.delivery", ticket=message.ticket, message=message)
 
 
 def redrive_stranded_replies(stranded_after: timedelta):
@@ -334,13 +367,9 @@ def redrive_stranded_replies(stranded_after: timedelta):
     Returns how many were re-driven. A reply whose worker is merely slow is protected by its lease,
     so a re-drive at worst costs a no-op task.
     """
-    cutoff = timezone.now() - stranded_after
     count = 0
     with transaction.atomic():
-        stranded = Message.objects.select_for_update(skip_locked=True).filter(
-            delivery_status=Message.DeliveryStatus.QUEUED, delivery_due_at__lt=cutoff
-        )
-        for message in stranded:
+        for message in stranded_replies(stranded_after).select_for_update(skip_locked=True):
             Message.objects.filter(pk=message.pk).update(delivery_due_at=timezone.now())
             enqueue_delivery(message)
             count += 1

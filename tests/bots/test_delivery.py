@@ -1,12 +1,14 @@
 """Outbound delivery against the sandbox over real HTTP, with the real task worker running (G8)."""
 
 import asyncio
+import contextlib
 import itertools
 import signal
+from datetime import timedelta
 
+import httpx
 import pytest
 from django.core.management import call_command
-from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from bots.application import shutdown_application
@@ -14,6 +16,7 @@ from bots.delivery import show_customer_typing
 from tests.conftest import unique_bot_token, wait_until
 from tickets import services
 from tickets.models import Message
+from tickets.queries import count_stranded_replies
 from tickets.services import TelegramProfile
 
 FAST_RETRIES = {"TELEGRAM_DELIVERY_BACKOFF_SECONDS": "0.1"}
@@ -147,24 +150,52 @@ def test_a_busy_chat_is_limited_to_one_message_a_second_without_delaying_others(
 
 def test_a_reply_survives_its_worker_being_killed_mid_delivery(bot, start_worker, agent):
     ticket = customer_ticket(bot, 108)
-    bot.add_fault("sendMessage", delay=30, times=1)
+    bot.add_fault("sendMessage", delay=30, times=1)  # Telegram takes the message, then is slow to answer
     reply = reply_in(ticket, agent)
-    lease = {"TELEGRAM_DELIVERY_LEASE_SECONDS": "1"}
+    lease = {"TELEGRAM_DELIVERY_LEASE_SECONDS": "6"}
 
     worker = start_worker(bot.token, **lease)
     wait_until(lambda: sends(bot), message="the worker to start sending")
     worker.stop(signal.SIGKILL)
     reply.refresh_from_db()
-    assert reply.delivery_status == "queued"
+    assert (reply.delivery_status, reply.delivery_attempts) == ("queued", 1)
 
     start_worker(bot.token, **lease)
-    wait_until(lambda: reply.refresh_from_db() or reply.delivery_due_at < timezone.now(), message="the lease to expire")
-    call_command("outbox_sweep", stranded_after=0)
-    wait_until(settled(reply, "sent"), message="the re-driven reply to be sent")
+    start_worker(bot.token, ("outbox_sweep", "--every", "0.2", "--stranded-after", "0"))
+    wait_until(settled(reply, "sent"), timeout=30, message="the sweep to re-drive the reply once its lease expired")
 
     assert reply.delivery_attempts == 2
-    # At-least-once: the killed attempt may also have reached Telegram (see bots.delivery).
-    assert 1 <= [m["text"] for m in bot.chat(108)].count("We are on it") <= 2
+    # At-least-once: the killed attempt had reached Telegram, so the customer has it twice (see bots.delivery).
+    assert [m["text"] for m in bot.chat(108)].count("We are on it") == 2
+
+
+def test_two_tasks_for_one_reply_on_two_workers_send_it_once(bot, start_worker, agent):
+    ticket = customer_ticket(bot, 111)
+    bot.add_fault("sendMessage", delay=3, times=1)  # both tasks run while the first send is in flight
+    reply = reply_in(ticket, agent)
+    services.enqueue_delivery(reply)  # a second task for the same reply, as a re-drive makes
+
+    start_worker(bot.token)
+    start_worker(bot.token)
+    wait_until(settled(reply, "sent"), message="the reply to be sent")
+    wait_until(no_task_pending, message="both tasks to finish")
+
+    assert len(sends(bot)) == 1
+    assert reply.delivery_attempts == 1
+
+
+def test_a_rejected_bot_token_keeps_replies_queued_and_out_of_sight(bot, start_worker, agent):
+    ticket = customer_ticket(bot, 112)
+    bot.add_fault("getMe", error_code=401, description="Unauthorized", times=None)
+    reply = reply_in(ticket, agent)
+
+    worker = start_worker(bot.token, **FAST_RETRIES)
+    wait_until(lambda: reply.refresh_from_db() or reply.delivery_attempts >= 2, message="a retry")
+
+    assert reply.delivery_status == "queued"
+    assert "check TELEGRAM_BOT_TOKEN" in reply.delivery_error
+    assert bot.token not in reply.delivery_error
+    assert bot.token not in worker.log()
 
 
 def test_the_sweep_leaves_replies_that_are_not_stranded_alone(bot, agent):
@@ -174,6 +205,7 @@ def test_the_sweep_leaves_replies_that_are_not_stranded_alone(bot, agent):
     call_command("outbox_sweep", stranded_after=60)
 
     assert DBTaskResult.objects.count() == 1
+    assert count_stranded_replies(timedelta(seconds=60)) == 0
 
 
 @pytest.mark.django_db
@@ -193,3 +225,45 @@ def test_agent_typing_shows_in_telegram_at_most_once_per_few_seconds_per_chat(bo
     assert shown.count(True) == 1
     assert len(bot.calls("sendChatAction")) == 1
     assert Message.objects.count() == 0
+
+
+@contextlib.contextmanager
+def logged_in_browser(server, django_user_model, is_staff=True):
+    django_user_model.objects.create_user("typist", password="typist-password-1", is_staff=is_staff)
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        browser.get("/admin/login/")
+        login = {"username": "typist", "password": "typist-password-1"}
+        browser.post("/admin/login/", data={**login, "csrfmiddlewaretoken": browser.cookies["csrftoken"]})
+        yield browser
+
+
+def test_agent_typing_in_the_admin_reply_box_shows_typing_in_telegram(bot, start_server, django_user_model):
+    server = start_server(token=bot.token)
+    ticket = customer_ticket(bot, 113)
+
+    with logged_in_browser(server, django_user_model) as browser:
+        typing_url = f"/admin/tickets/ticket/{ticket.pk}/typing/"
+        answers = [browser.post(typing_url, headers={"X-CSRFToken": browser.cookies["csrftoken"]}) for _ in range(3)]
+        bot.add_fault("sendChatAction", error_code=500, description="Internal Server Error", chat_id=114)
+        failing = browser.post(
+            f"/admin/tickets/ticket/{customer_ticket(bot, 114).pk}/typing/",
+            headers={"X-CSRFToken": browser.cookies["csrftoken"]},
+        )
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert [answer.json()["shown"] for answer in answers] == [True, False, False]
+    assert [int(call["params"]["chat_id"]) for call in bot.calls("sendChatAction")] == [113, 114]
+    assert (failing.status_code, failing.json()) == (200, {"shown": False})
+
+
+def test_only_agents_can_send_typing(bot, start_server, django_user_model):
+    server = start_server(token=bot.token)
+    ticket = customer_ticket(bot, 115)
+
+    with logged_in_browser(server, django_user_model, is_staff=False) as browser:
+        answer = browser.post(
+            f"/admin/tickets/ticket/{ticket.pk}/typing/", headers={"X-CSRFToken": browser.cookies["csrftoken"]}
+        )
+
+    assert answer.status_code == 302  # to the admin login
+    assert not bot.calls("sendChatAction")

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 
 import httpx
 import pytest
@@ -69,6 +70,17 @@ def test_a_failed_initialisation_is_not_kept_and_the_next_request_retries(start_
     assert server.post_update(update).status_code == 200
     assert len(bot.calls("getMe")) == 2
     assert Message.objects.filter(direction=Message.Direction.IN).count() == 1
+
+
+def test_a_rejected_bot_token_answers_503_and_never_reaches_the_log(start_server, sandbox):
+    server = start_server()
+    sandbox.client(server.token).add_fault("getMe", error_code=401, description="Unauthorized", times=None)
+
+    response = server.post_update(factories.update(6003, "hi"))
+
+    assert response.status_code == 503
+    assert "Telegram rejected the bot token" in server.log()
+    assert server.token not in server.log() + response.text
 
 
 def test_the_bot_application_is_shut_down_when_the_server_stops(start_server):
@@ -179,7 +191,9 @@ def test_bad_requests_get_the_right_4xx_and_store_nothing(start_server):
     assert httpx.get(webhook).status_code == 405
     assert not TelegramUpdate.objects.exists()
     assert not Message.objects.exists()
-    assert "test-webhook-secret" not in server.log()
+    log = server.log()
+    assert "test-webhook-secret" not in log
+    assert server.token not in log
 
 
 def test_unhandled_update_kinds_and_group_chats_are_accepted_and_ignored(start_server):
@@ -279,3 +293,29 @@ def test_database_unavailable_answers_503_and_the_redelivery_stores_the_update_o
     wait_until(lambda: bot.webhook_info()["pending_update_count"] == 0, message="the redelivery")
     assert TelegramUpdate.objects.filter(update_id=update["update_id"]).count() == 1
     assert Message.objects.filter(direction="in", text="is anyone there?").count() == 1
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: 300000000\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["declared length", "chunked"],
+)
+def test_an_oversize_body_is_refused_while_it_arrives_not_after(start_server, head):
+    server = start_server()
+    port = int(server.url.rsplit(":", 1)[1])
+    chunk = b"x" * 65536
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as client:
+        client.sendall(b"POST /telegram/webhook/ HTTP/1.1\r\nHost: 127.0.0.1\r\n" + head)
+        try:
+            # Far more than the limit, but never the whole body: the answer must not wait for the end.
+            for _ in range(40):
+                client.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" if b"chunked" in head else chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server already answered and closed
+        answer = client.recv(4096)
+
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert not Message.objects.exists()

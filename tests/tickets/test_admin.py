@@ -2,6 +2,7 @@
 
 import itertools
 import re
+from html.parser import HTMLParser
 from io import StringIO
 
 import pytest
@@ -9,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
@@ -69,19 +71,64 @@ def announcements():
     announced.disconnect(receiver)
 
 
+class FormFields(HTMLParser):
+    """The name/value pairs a browser would submit for the ticket's change form (without a submit button)."""
+
+    def __init__(self):
+        super().__init__()
+        self.data = []
+        self.in_form = False
+        self.select = None
+        self.textarea = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form" and attrs.get("id") == "ticket_form":
+            self.in_form = True
+        if not self.in_form or "disabled" in attrs:
+            return
+        if tag == "input" and attrs.get("name") and attrs.get("type", "text") not in {"submit", "button", "file"}:
+            if attrs.get("type") not in {"checkbox", "radio"} or "checked" in attrs:
+                self.data.append((attrs["name"], attrs.get("value", "")))
+        elif tag == "select":
+            self.select = {"name": attrs.get("name"), "first": None, "selected": None}
+        elif tag == "option" and self.select is not None:
+            value = attrs.get("value", "")
+            if self.select["first"] is None:
+                self.select["first"] = value
+            if "selected" in attrs:
+                self.select["selected"] = value
+        elif tag == "textarea" and attrs.get("name"):
+            self.textarea = [attrs["name"], ""]
+
+    def handle_data(self, data):
+        if self.textarea is not None:
+            self.textarea[1] += data
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.in_form = False
+        elif tag == "select" and self.select is not None:
+            if self.select["name"]:
+                selected = self.select["selected"]
+                self.data.append((self.select["name"], selected if selected is not None else self.select["first"]))
+            self.select = None
+        elif tag == "textarea" and self.textarea is not None:
+            self.data.append((self.textarea[0], self.textarea[1].removeprefix("\n")))
+            self.textarea = None
+
+
+def rendered_form_data(page):
+    fields = FormFields()
+    fields.feed(page)
+    return fields.data
+
+
 def change_form_data(client, ticket, **changes):
     """What the browser would post for the ticket's change form, with ``changes`` applied."""
     response = client.get(ticket_url(ticket))
     assert response.status_code == 200
-    form = response.context["adminform"].form
-    data = {name: form[name].value() for name in form.fields}
-    data.update({f"initial-{name}": form[name].value() for name in form.fields if form[name].field.show_hidden_initial})
-    for inline in response.context["inline_admin_formsets"]:
-        formset = inline.formset
-        management = formset.management_form
-        data.update({management[name].html_name: management[name].value() for name in management.fields})
-        for inline_form in formset.forms:
-            data.update({field.html_name: field.value() for field in inline_form.hidden_fields()})
+    data = dict(rendered_form_data(response.content.decode()))
     data.update(changes)
     return {name: "" if value is None else value for name, value in data.items()}
 
@@ -225,25 +272,90 @@ def test_unread_is_counted_for_the_agent_who_asks(client, agent, other_agent):
 # --- Ticket page ----------------------------------------------------------------------------------
 
 
-def test_the_conversation_is_shown_in_order_escaped_and_read_only(agent_client, agent):
+FORM_FIELDS = {"csrfmiddlewaretoken", "status", "initial-status", "assignee", "initial-assignee", "reply"}
+
+
+def test_the_conversation_is_shown_in_order_escaped_and_read_only(agent_client, agent, django_user_model):
     photo = {"kind": "photo", "file_id": "AgAD", "summary": "Photo 1280×720"}
-    ticket = customer_writes(1, "<script>alert('hi')</script>", attachment=photo).ticket
+    ticket = customer_writes(1, "<script>alert('hi')</script>", attachment=photo, last_name="<i>Doe</i>").ticket
+    agent.first_name, agent.last_name = "Ann", "Agent"
+    agent.save()
     reply, _ = services.queue_reply(ticket, "Thanks, <b>checking</b>", author=agent)
-    services.mark_delivery_failed(reply, "Forbidden: bot was blocked by the user")
+    services.mark_delivery_failed(reply, "Bad Request: can't parse <entities>")
+    services.queue_reply(ticket, "We got your message.")
+    colleague = django_user_model.objects.create_user("colleague", is_staff=True)
+    services.queue_reply(ticket, "A colleague here", author=colleague)
 
     response = agent_client.get(ticket_url(ticket))
     page = response.content.decode()
+
     assert "&lt;script&gt;alert(&#x27;hi&#x27;)&lt;/script&gt;" in page
     assert "<script>alert" not in page
     assert "Thanks, &lt;b&gt;checking&lt;/b&gt;" in page
+    assert "Bad Request: can&#x27;t parse &lt;entities&gt;" in page
     assert "Photo 1280×720" in page
-    assert "Forbidden: bot was blocked by the user" in page
-    assert page.index("alert(") < page.index("checking") < page.index('id="id_reply"')
-    conversation = response.context["inline_admin_formsets"][0]
-    assert [form.original for form in conversation] == list(ticket.messages.order_by("id"))
-    assert not conversation.has_add_permission
-    assert not conversation.has_change_permission
-    assert not conversation.has_delete_permission
+    assert "Customer1 &lt;i&gt;Doe&lt;/i&gt;" in page
+    assert "<i>Doe" not in page
+    conversation = page.index('id="conversation-group"')
+    assert page.index('id="id_status"') < conversation < page.index('id="id_reply"')
+    assert conversation < page.index("alert(", conversation) < page.index("checking") < page.index('id="id_reply"')
+    entries = response.context["conversation"]
+    assert [entry.number for entry in entries] == list(ticket.messages.order_by("id").values_list("pk", flat=True))
+    assert [entry.sender for entry in entries] == [
+        "Customer1 <i>Doe</i>",
+        "Ann Agent",
+        "Bot (automatic reply)",
+        "colleague",
+    ]
+    assert [entry.delivery_status for entry in entries] == ["", "Failed", "Queued", "Queued"]
+    assert [entry.delivery_attempts for entry in entries] == [None, 0, 0, 0]
+    assert entries[0].attachment == "Photo 1280×720"
+    assert entries[1].delivery_error == "Bad Request: can't parse <entities>"
+    # Read-only: shown outside the form, so nothing about the messages is posted back.
+    assert response.context["inline_admin_formsets"] == []
+    assert {name for name, _ in rendered_form_data(page)} == FORM_FIELDS
+
+
+def test_the_ticket_page_takes_the_same_queries_for_3_or_30_messages(agent_client, agent, other_agent):
+    ticket = customer_writes(1, "first").ticket
+
+    def add_messages(count):
+        for index in range(count):
+            if index % 3 == 0:
+                customer_writes(1, f"Question {index}")
+            else:
+                services.queue_reply(ticket, f"Answer {index}", author=[None, agent, other_agent][index % 3])
+
+    add_messages(2)
+    with_3, response = count_queries(agent_client, ticket_url(ticket))
+    assert len(response.context["conversation"]) == 3
+
+    add_messages(27)
+    with_30, response = count_queries(agent_client, ticket_url(ticket))
+    assert len(response.context["conversation"]) == 30
+    assert with_30 == with_3
+
+
+def test_an_agent_can_reply_on_a_ticket_with_many_messages(agent, ticket):
+    Message.objects.bulk_create(
+        Message(ticket=ticket, direction=Message.Direction.IN, text=f"Message {number}") for number in range(600)
+    )
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(agent)
+
+    page = browser.get(ticket_url(ticket))
+    assert page.status_code == 200
+    assert len(page.context["conversation"]) == 601
+    data = dict(rendered_form_data(page.content.decode()))
+    assert set(data) == FORM_FIELDS
+    data["reply"] = "Sorry for the wait."
+    response = browser.post(ticket_url(ticket), data)
+
+    assert response.status_code == 302
+    reply = ticket.messages.get(direction=Message.Direction.OUT)
+    assert reply.text == "Sorry for the wait."
+    assert reply.delivery_status == Message.DeliveryStatus.QUEUED
+    assert DBTaskResult.objects.count() == 1
 
 
 def test_posting_the_form_does_not_touch_the_messages(agent_client, ticket):
