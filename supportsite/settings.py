@@ -32,6 +32,14 @@ def env_int(name, default):
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
 
 
+def env_float(name, default):
+    value = os.environ.get(name) or default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+
+
 def env_list(name, default):
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -240,7 +248,7 @@ LOGGING = {
 
 # Outbound delivery (bots.delivery): retries, backoff and Telegram's flood limits.
 TELEGRAM_DELIVERY_MAX_ATTEMPTS = env_int("TELEGRAM_DELIVERY_MAX_ATTEMPTS", 8)
-TELEGRAM_DELIVERY_BACKOFF_SECONDS = float(os.environ.get("TELEGRAM_DELIVERY_BACKOFF_SECONDS", "2"))
+TELEGRAM_DELIVERY_BACKOFF_SECONDS = env_float("TELEGRAM_DELIVERY_BACKOFF_SECONDS", 2)
 TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS = 300
 # How long one attempt may hold a reply before the sweep may consider its worker dead.
 TELEGRAM_DELIVERY_LEASE_SECONDS = env_int("TELEGRAM_DELIVERY_LEASE_SECONDS", 60)

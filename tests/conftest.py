@@ -2,6 +2,7 @@
 needs_postgres: they skip on the embedded defaults and fail instead when SUPPORTSITE_REQUIRE_SERVICES=1
 (as in CI), so CI can never pass with them skipped."""
 
+import asyncio
 import os
 import random
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
@@ -117,6 +120,48 @@ def wait_until(predicate, timeout=20, interval=0.05, message="condition"):
         if time.monotonic() > deadline:
             pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
         time.sleep(interval)
+
+
+# --- Listening to the channel layer like a consumer would -------------------------------------------
+
+
+def listen_to(group):
+    """A new channel-layer channel added to ``group``; read it with drain() or next_event()."""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(group, channel)
+    return channel
+
+
+def drain(channel, quiet=1.0):
+    """The client events waiting on ``channel``, once nothing more arrives for ``quiet`` seconds."""
+    layer = get_channel_layer()
+
+    async def run():
+        events = []
+        while True:
+            try:
+                events.append((await asyncio.wait_for(layer.receive(channel), quiet))["event"])
+            except TimeoutError:
+                return events
+
+    return asyncio.run(run())
+
+
+def next_event(channel, predicate, timeout=20):
+    """The first client event on ``channel`` for which ``predicate`` is true; fails after ``timeout`` s."""
+    layer = get_channel_layer()
+
+    async def run():
+        async with asyncio.timeout(timeout):
+            while not predicate(event := (await layer.receive(channel))["event"]):
+                pass
+            return event
+
+    try:
+        return asyncio.run(run())
+    except TimeoutError:
+        pytest.fail(f"No matching event on {channel} within {timeout} s.")
 
 
 @dataclass

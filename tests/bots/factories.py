@@ -65,6 +65,11 @@ MEDIA = {
             "emoji": "👍",
         }
     },
+    "audio": {
+        "audio": {"file_id": "audio", "file_unique_id": "a", "duration": 200, "performer": "Band", "title": "Song"}
+    },
+    "video_note": {"video_note": {"file_id": "note", "file_unique_id": "n", "length": 240, "duration": 7}},
+    "dice": {"dice": {"emoji": "🎲", "value": 4}},
     "location": {"location": {"latitude": 52.52, "longitude": 13.405}},
     "contact": {"contact": {"phone_number": "+4912345", "first_name": "Bob", "user_id": 77}},
 }

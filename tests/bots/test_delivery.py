@@ -13,7 +13,8 @@ from django_tasks_db.models import DBTaskResult
 
 from bots.application import shutdown_application
 from bots.delivery import show_customer_typing
-from tests.conftest import unique_bot_token, wait_until
+from realtime.groups import ticket_group
+from tests.conftest import listen_to, next_event, unique_bot_token, wait_until
 from tickets import services
 from tickets.models import Message
 from tickets.queries import count_stranded_replies
@@ -70,6 +71,22 @@ def test_a_reply_is_delivered_once_and_ends_sent_with_telegrams_message_id(bot, 
     assert reply.telegram_message_id == chat[-1]["message_id"]
     assert chat[-1]["text"] == "We are on it"
     assert reply.delivery_attempts == 1
+
+
+@pytest.mark.needs_redis
+def test_every_delivery_status_change_is_announced_live_to_the_ticket_room(bot, start_worker, agent):
+    ticket = customer_ticket(bot, 116)
+    room = listen_to(ticket_group(ticket.pk))
+    reply = reply_in(ticket, agent)
+    bot.add_fault("sendMessage", error_code=403, description="Forbidden: bot was blocked by the user", times=None)
+    start_worker(bot.token)
+
+    queued = next_event(room, lambda event: event["type"] == "message")
+    delivered = next_event(room, lambda event: event["type"] == "delivery")
+
+    assert queued["message"]["id"] == reply.pk and queued["message"]["delivery_status"] == "queued"
+    assert delivered["message_id"] == reply.pk
+    assert delivered["status"] == "failed" and "blocked the bot" in delivered["error"]
 
 
 def test_429_is_retried_after_retry_after_and_delivered_once(bot, start_worker, agent):

@@ -6,13 +6,11 @@ import socket
 
 import httpx
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import connection
 
 from bots.models import TelegramUpdate
 from realtime.groups import INBOX
-from tests.conftest import wait_until
+from tests.conftest import drain, listen_to, wait_until
 from tests.tcp_proxy import TcpProxy
 from tickets.models import Customer, Message, Ticket
 
@@ -102,9 +100,7 @@ def test_same_update_twenty_times_across_two_processes_stores_one_message_one_br
     first = start_server()
     second = start_server(token=first.token)
     update = factories.update(7001, "my order is late")
-    layer = get_channel_layer()
-    inbox = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(INBOX, inbox)
+    inbox = listen_to(INBOX)
 
     statuses = post_all_at_once([first.url, second.url] * 10, [update] * 20)
 
@@ -113,23 +109,10 @@ def test_same_update_twenty_times_across_two_processes_stores_one_message_one_br
     assert Message.objects.filter(direction=Message.Direction.IN).count() == 1
     assert len(outbound_texts()) == 1
     # The view answers only after broadcasting, so every broadcast is already in the channel.
-    received = drain(layer, inbox)
-    message_events = [m["event"] for m in received if m["event"]["type"] == "message"]
+    message_events = [event for event in drain(inbox) if event["type"] == "message"]
     inbound_events = [e for e in message_events if e["message"]["direction"] == "in"]
     assert len(inbound_events) == 1
     assert inbound_events[0]["message"]["text"] == "my order is late"
-
-
-def drain(layer, channel):
-    async def run():
-        received = []
-        while True:
-            try:
-                received.append(await asyncio.wait_for(layer.receive(channel), timeout=1))
-            except TimeoutError:
-                return received
-
-    return asyncio.run(run())
 
 
 def test_twenty_distinct_updates_from_one_new_user_at_once_give_one_customer_one_ticket(start_server):

@@ -248,7 +248,9 @@ def test_a_reply_is_stored_queued_with_its_delivery_task(ticket, agent):
     assert task.args_kwargs["args"] == [reply.pk]
 
 
-def test_reply_and_task_commit_together_a_failure_leaves_neither(ticket, agent):
+@pytest.mark.django_db(transaction=True)
+def test_reply_and_task_commit_together_a_failure_leaves_neither(agent):
+    ticket = inbound()[0].ticket
     with pytest.raises(RuntimeError), transaction.atomic():
         services.queue_reply(ticket, "never sent", author=agent)
         raise RuntimeError("something later in the transaction failed")
