@@ -89,6 +89,20 @@ def test_every_delivery_status_change_is_announced_live_to_the_ticket_room(bot, 
     assert delivered["status"] == "failed" and "blocked the bot" in delivered["error"]
 
 
+def test_a_reply_with_an_attachment_is_sent_as_that_media_with_its_text_as_caption(bot, start_worker, agent):
+    ticket = customer_ticket(bot, 117)
+    reply, _ = services.queue_reply(
+        ticket, "Here is the label", author=agent, attachment={"kind": "document", "file_id": "label-file"}
+    )
+
+    start_worker(bot.token)
+    wait_until(settled(reply, "sent"), message="the reply to be sent")
+
+    [call] = bot.calls("sendDocument")
+    assert (call["params"]["document"], call["params"]["caption"]) == ("label-file", "Here is the label")
+    assert not sends(bot)
+
+
 def test_429_is_retried_after_retry_after_and_delivered_once(bot, start_worker, agent):
     ticket = customer_ticket(bot, 102)
     bot.add_fault("sendMessage", error_code=429, retry_after=2, times=1)
