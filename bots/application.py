@@ -130,8 +130,9 @@ class BotLoop:
         try:
             return future.result(timeout)
         except TimeoutError:
-            future.cancel()
-            raise
+            if future.cancel():
+                raise
+            return future.result()  # it finished just as we gave up: the outcome is known
 
     @classmethod
     def _get_loop(cls):

@@ -78,7 +78,7 @@ def deliver(message_id):
     except (NetworkError, TimeoutError) as error:
         _retry_transient(message, f"Could not reach Telegram: {error or 'timed out'}")
     except (BotNotReady, InvalidToken) as error:
-        # A configuration problem, not this reply's: keep it queued until the bot works again.
+        # A configuration problem, not this reply's: retried with backoff like a network error.
         _retry_transient(message, str(error))
     except TelegramError as error:
         services.mark_delivery_failed(message, f"Telegram refused the message: {error}")

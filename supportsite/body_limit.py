@@ -105,6 +105,8 @@ def limit_daphne_request_bodies(max_bytes):
 
         def refuse(self):
             self.refused = True
+            # Twisted would answer "Expect: 100-continue" right after gotLength: there is nothing to continue.
+            self.requestHeaders.removeHeader(b"Expect")
             body = f"Request body too large: the limit is {self.max_body_bytes} bytes.\n".encode()
             head = (
                 "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"

@@ -370,7 +370,9 @@ def redrive_stranded_replies(stranded_after: timedelta):
     count = 0
     with transaction.atomic():
         for message in stranded_replies(stranded_after).select_for_update(skip_locked=True):
-            Message.objects.filter(pk=message.pk).update(delivery_due_at=timezone.now())
+            # Conditional again: without row locks (SQLite) a claim could have come in since the SELECT.
+            if not stranded_replies(stranded_after).filter(pk=message.pk).update(delivery_due_at=timezone.now()):
+                continue
             enqueue_delivery(message)
             count += 1
     if count:
