@@ -311,3 +311,49 @@ def test_nul_characters_from_telegram_are_dropped_not_fatal(db):
     assert message.text == "ab"
     assert message.attachment["file_name"] == "x.txt"
     assert message.ticket.customer.first_name == "Null"
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_message_arriving_while_an_agent_closes_the_ticket_opens_a_new_one():
+    from tests.conftest import wait_until
+
+    ticket = inbound()[0].ticket
+    closing = threading.Event()
+    release = threading.Event()
+    results = {}
+
+    def agent_closes():
+        with transaction.atomic():
+            services.change_ticket_status(ticket, Ticket.Status.CLOSED)  # holds the ticket's row lock
+            closing.set()
+            release.wait(20)
+        connection.close()
+
+    def customer_writes():
+        closing.wait(20)
+        results["message"] = inbound(text="still there?", telegram_message_id=2)[0]
+        connection.close()
+
+    threads = [threading.Thread(target=agent_closes), threading.Thread(target=customer_writes)]
+    for thread in threads:
+        thread.start()
+    # The customer's transaction is waiting for the agent's lock on the ticket: let the close commit.
+    wait_until(
+        lambda: (
+            connection.cursor()
+            .execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            .fetchone()[0]
+        ),
+        message="the customer's message to wait for the ticket lock",
+    )
+    release.set()
+    for thread in threads:
+        thread.join()
+
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.CLOSED
+    assert not ticket.messages.filter(text="still there?").exists()
+    assert results["message"].ticket.status == Ticket.Status.OPEN
