@@ -37,8 +37,16 @@ class ServerThread:
         host, self.port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{self.port}"
 
+    async def _shut_down(self):
+        await self._runner.cleanup()
+        # Requests still held by a "delay" fault: end them, rather than leave them pending on a closed loop.
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def stop(self):
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
