@@ -24,20 +24,12 @@ def env_bool(name, default):
     raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use 1 or 0.")
 
 
-def env_int(name, default):
+def env_number(name, default, kind=int):
     value = os.environ.get(name) or default
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
-
-
-def env_float(name, default):
-    value = os.environ.get(name) or default
-    try:
-        return float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+        raise ImproperlyConfigured(f"{name}={value!r} is not {'an integer' if kind is int else 'a number'}.") from None
 
 
 def env_list(name, default):
@@ -109,10 +101,10 @@ if DATABASE_URL:
     default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
     if default_db["ENGINE"] == "django.db.backends.postgresql":
         default_db.setdefault("OPTIONS", {})["pool"] = {
-            "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
-            "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10),
+            "min_size": env_number("DATABASE_POOL_MIN_SIZE", 2),
+            "max_size": env_number("DATABASE_POOL_MAX_SIZE", 10),
             # Seconds a request waits for a free connection before failing (503 at the webhook).
-            "timeout": env_int("DATABASE_POOL_TIMEOUT", 10),
+            "timeout": env_number("DATABASE_POOL_TIMEOUT", 10),
         }
         default_db["OPTIONS"].setdefault("connect_timeout", 5)
 else:
@@ -177,7 +169,7 @@ if TELEGRAM_SANDBOX:
             "to run against the Telegram sandbox."
         )
     TELEGRAM_BOT_TOKEN = "1000001:sandbox-token"  # noqa: S105  (the sandbox accepts any token)
-TELEGRAM_SANDBOX_PORT = env_int("TELEGRAM_SANDBOX_PORT", 8081)
+TELEGRAM_SANDBOX_PORT = env_number("TELEGRAM_SANDBOX_PORT", 8081)
 TELEGRAM_API_URL = os.environ.get(
     "TELEGRAM_API_URL",
     f"http://127.0.0.1:{TELEGRAM_SANDBOX_PORT}" if TELEGRAM_SANDBOX else "https://api.telegram.org",
@@ -191,18 +183,18 @@ if not TELEGRAM_WEBHOOK_SECRET:
         )
     TELEGRAM_WEBHOOK_SECRET = "sandbox-webhook-secret"  # noqa: S105
 TELEGRAM_WEBHOOK_URL = os.environ.get("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:8000/telegram/webhook/")
-TELEGRAM_WEBHOOK_MAX_CONNECTIONS = env_int("TELEGRAM_WEBHOOK_MAX_CONNECTIONS", 40)
+TELEGRAM_WEBHOOK_MAX_CONNECTIONS = env_number("TELEGRAM_WEBHOOK_MAX_CONNECTIONS", 40)
 
 # --- HTTP ---------------------------------------------------------------------------------------
 # No request body may exceed this; supportsite.asgi enforces it while the body streams in, since
 # daphne itself has no limit. Telegram updates are a few kilobytes.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_MAX_REQUEST_BODY", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_number("DJANGO_MAX_REQUEST_BODY", 1024 * 1024)
 
 HTTPS = env_bool("DJANGO_HTTPS", not DEBUG)
 if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
-    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 60 * 60 * 24 * 365)
+    SECURE_HSTS_SECONDS = env_number("DJANGO_HSTS_SECONDS", 60 * 60 * 24 * 365)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
@@ -247,11 +239,11 @@ LOGGING = {
 }
 
 # Outbound delivery (bots.delivery): retries, backoff and Telegram's flood limits.
-TELEGRAM_DELIVERY_MAX_ATTEMPTS = env_int("TELEGRAM_DELIVERY_MAX_ATTEMPTS", 8)
-TELEGRAM_DELIVERY_BACKOFF_SECONDS = env_float("TELEGRAM_DELIVERY_BACKOFF_SECONDS", 2)
+TELEGRAM_DELIVERY_MAX_ATTEMPTS = env_number("TELEGRAM_DELIVERY_MAX_ATTEMPTS", 8)
+TELEGRAM_DELIVERY_BACKOFF_SECONDS = env_number("TELEGRAM_DELIVERY_BACKOFF_SECONDS", 2, float)
 TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS = 300
 # How long one attempt may hold a reply before the sweep may consider its worker dead.
-TELEGRAM_DELIVERY_LEASE_SECONDS = env_int("TELEGRAM_DELIVERY_LEASE_SECONDS", 60)
+TELEGRAM_DELIVERY_LEASE_SECONDS = env_number("TELEGRAM_DELIVERY_LEASE_SECONDS", 60)
 TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = 30
 # A reply still queued this long after it was due lost its task (or its worker); the sweep re-drives it.
-OUTBOX_STRANDED_AFTER_SECONDS = env_int("OUTBOX_STRANDED_AFTER_SECONDS", 120)
+OUTBOX_STRANDED_AFTER_SECONDS = env_number("OUTBOX_STRANDED_AFTER_SECONDS", 120)

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from bots.sandbox.client import wait_until as poll_until
 from bots.sandbox.runner import SandboxServer
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -110,16 +110,12 @@ def test_database_url():
     return f"sqlite:///{db['NAME']}"
 
 
-def wait_until(predicate, timeout=20, interval=0.05, message="condition"):
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
-        time.sleep(interval)
+def wait_until(predicate, timeout=20, message="condition"):
+    """The sandbox client's poll-with-a-deadline, failing the test with what it was waiting for."""
+    try:
+        return poll_until(predicate, timeout=timeout)
+    except AssertionError:
+        pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
 
 
 # --- Listening to the channel layer like a consumer would -------------------------------------------
