@@ -1,7 +1,7 @@
 """Outbound delivery: sending agents' (and the bot's) replies to Telegram, run by the task worker.
 
 Each reply is an outbound ``Message`` with ``delivery_status="queued"`` and a ``deliver_reply`` task
-committed together (tickets.services.queue_reply). Here one attempt:
+committed together (tickets.services.queue_reply, through the reply_queued hook and bots.outbox). Here one attempt:
 
 - skips the reply unless it is still queued and due, and takes a lease on it (so two tasks for the
   same reply never send it twice at once, and the outbox sweep re-drives it if this worker dies);
@@ -32,6 +32,7 @@ from tickets import services
 from tickets.models import Message
 
 from .application import BotLoop, BotNotReady, get_application
+from .outbox import claim_delivery, postpone_delivery, schedule_delivery_retry
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,10 @@ def deliver(message_id):
     chat_id = message.ticket.customer.telegram_user_id
     wait = seconds_until_send_allowed(chat_id)
     if wait:
-        services.postpone_delivery(message, now + timedelta(seconds=wait))
+        postpone_delivery(message, now + timedelta(seconds=wait))
         return
     lease = settings.TELEGRAM_DELIVERY_LEASE_SECONDS
-    message = services.claim_delivery(message_id, lease=timedelta(seconds=lease))
+    message = claim_delivery(message_id, lease=timedelta(seconds=lease))
     if message is None:
         return  # another task claimed it first
 
@@ -68,25 +69,25 @@ def deliver(message_id):
         seconds = _seconds(error.retry_after)
         _retry(message, seconds, f"Telegram asked to slow down; retrying in {seconds:g} s.")
     except Forbidden:
-        services.mark_delivery_failed(message, "The customer has blocked the bot, so Telegram refused the message.")
+        _fail(message, "The customer has blocked the bot, so Telegram refused the message.")
     except BadRequest as error:
         if "chat not found" in error.message.lower():
             reason = "Telegram does not know this chat (chat not found): the customer may have deleted the chat."
         else:
             reason = f"Telegram refused the message: {error.message}"
-        services.mark_delivery_failed(message, reason)
+        _fail(message, reason)
     except (NetworkError, TimeoutError) as error:
         _retry_transient(message, f"Could not reach Telegram: {error or 'timed out'}")
     except (BotNotReady, InvalidToken) as error:
         # A configuration problem, not this reply's: retried with backoff like a network error.
         _retry_transient(message, str(error))
     except TelegramError as error:
-        services.mark_delivery_failed(message, f"Telegram refused the message: {error}")
+        _fail(message, f"Telegram refused the message: {error}")
     except Exception as error:
         logger.exception("Reply %s: unexpected error while sending.", message.pk)
         _retry_transient(message, f"Unexpected error while sending ({type(error).__name__}).")
     else:
-        services.mark_delivered(message, sent.message_id)
+        services.mark_delivered(message, sent.message_id, lease_until=message.delivery_due_at)
 
 
 async def _send(bot, chat_id, message):
@@ -97,9 +98,13 @@ async def _send(bot, chat_id, message):
     return await bot.send_message(chat_id, message.text)
 
 
+def _fail(message, reason):
+    services.mark_delivery_failed(message, reason, lease_until=message.delivery_due_at)
+
+
 def _retry_transient(message, error):
     if message.delivery_attempts >= settings.TELEGRAM_DELIVERY_MAX_ATTEMPTS:
-        services.mark_delivery_failed(message, f"Gave up after {message.delivery_attempts} attempts. {error}")
+        _fail(message, f"Gave up after {message.delivery_attempts} attempts. {error}")
         return
     base = settings.TELEGRAM_DELIVERY_BACKOFF_SECONDS
     delay = min(base * 2 ** (message.delivery_attempts - 1), settings.TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS)
@@ -108,7 +113,7 @@ def _retry_transient(message, error):
 
 def _retry(message, seconds, error):
     logger.info("Reply %s: attempt %s failed (%s)", message.pk, message.delivery_attempts, error)
-    services.schedule_delivery_retry(message, timezone.now() + timedelta(seconds=seconds), error)
+    schedule_delivery_retry(message, timezone.now() + timedelta(seconds=seconds), error)
 
 
 def _seconds(retry_after):
@@ -129,6 +134,11 @@ def seconds_until_send_allowed(chat_id):
         cache.delete(f"telegram:chat-slot:{chat_id}")
         return 1.0 - (now - int(now)) + random.uniform(0, 0.5)
     return 0
+
+
+async def show_agent_typing(sender, chat_id, **kwargs):
+    """Receiver of tickets.hooks.agent_typing."""
+    return await show_customer_typing(chat_id)
 
 
 async def show_customer_typing(chat_id):

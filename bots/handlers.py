@@ -86,14 +86,14 @@ def _record(update):
 def customer_message(update):
     message, ticket_opened = _record(update)
     if ticket_opened:
-        services.queue_reply(message.ticket, TICKET_OPENED.format(number=message.ticket.pk))
+        services.queue_reply(message.ticket, TICKET_OPENED.format(number=message.ticket.pk), author=None)
 
 
 @once_per_update
 def start_command(update):
     message, _ = _record(update)
     first_name = update.effective_user.first_name
-    services.queue_reply(message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""))
+    services.queue_reply(message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""), author=None)
 
 
 @once_per_update
@@ -101,7 +101,7 @@ def new_command(update):
     customer = services.get_or_create_customer(profile_of(update.effective_user))
     services.start_new_ticket(customer)
     message, _ = _record(update)
-    services.queue_reply(message.ticket, NEW_TICKET.format(number=message.ticket.pk))
+    services.queue_reply(message.ticket, NEW_TICKET.format(number=message.ticket.pk), author=None)
 
 
 @once_per_update
@@ -111,7 +111,7 @@ def status_command(update):
     status = Ticket.Status(ticket.status).label.lower()
     if ticket.assignee_id:
         status += ", and an agent is on it"
-    services.queue_reply(ticket, STATUS.format(number=ticket.pk, status=status))
+    services.queue_reply(ticket, STATUS.format(number=ticket.pk, status=status), author=None)
 
 
 @once_per_update

@@ -5,7 +5,7 @@ class RealtimeConfig(AppConfig):
     name = "realtime"
 
     def ready(self):
-        from tickets.signals import announced
+        from tickets.hooks import announced
 
         from .broadcast import broadcast
 

@@ -1,4 +1,4 @@
-"""Turns the tickets' after-commit announcements into channel-layer group messages."""
+"""Turns the tickets' committed events into channel-layer group messages."""
 
 import asyncio
 import logging
@@ -6,8 +6,10 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from tickets.models import TicketEvent
+
 from . import events
-from .groups import INBOX, ticket_group
+from .groups import INBOX, agent_group, ticket_group
 
 logger = logging.getLogger(__name__)
 
@@ -17,37 +19,39 @@ BROADCAST_TIMEOUT_SECONDS = 2
 CLIENT_EVENT = "client.event"
 
 
-def events_for(kind, ticket, message=None, user=None, message_id=None):
-    """The (groups, event) pairs one announcement becomes."""
-    room, inbox = ticket_group(ticket.pk), INBOX
-    if kind in ("message.created", "message.edited"):
-        return [((room, inbox), events.message_event(message))]
-    if kind == "message.delivery":
-        return [((room, inbox), events.delivery_event(message))]
-    if kind == "ticket.changed":
-        return [((room, inbox), events.ticket_event(ticket))]
-    if kind == "read":
-        return [((room,), events.read_event(user, message_id))]
-    raise ValueError(f"Unknown announcement kind {kind!r}")
+def groups_for(event):
+    """The groups that hear of a stored event: the ticket's room, and the inbox or the reader's own group."""
+    room = ticket_group(event.ticket_id)
+    if event.kind == TicketEvent.Kind.READ:
+        # Only the reader's own inbox changes (its unread badge); colleagues see it in the room.
+        return (room, agent_group(event.actor_id))
+    return (room, INBOX)
 
 
-def broadcast(sender, *, signal, kind, **objects):
-    """Receiver of tickets.signals.announced: send each event to its groups."""
-    async_to_sync(_send_all)(events_for(kind, **objects))
+def broadcast(sender, *, events, **kwargs):
+    """Receiver of tickets.hooks.announced: send each committed event to its groups."""
+    async_to_sync(send_events)(events)
 
 
-async def _send_all(pairs):
+async def send_events(stored_events):
+    """Send the events to their groups: the groups at once, each group's events in seq order."""
     layer = get_channel_layer()
-    sends = [
-        layer.group_send(group, {"type": CLIENT_EVENT, "event": event}) for groups, event in pairs for group in groups
-    ]
+    by_group = {}
+    for event in stored_events:
+        for group in groups_for(event):
+            by_group.setdefault(group, []).append(events.ticket_event(event))
+
+    async def send_in_order(group, wire_events):
+        for wire in wire_events:
+            await layer.group_send(group, {"type": CLIENT_EVENT, "event": wire})
+
     try:
-        # Bounded: the caller may hold a database connection, and a slow Redis must not exhaust the pool.
+        # Bounded: a slow Redis must not hold up the request that made the change.
         async with asyncio.timeout(BROADCAST_TIMEOUT_SECONDS):
-            await asyncio.gather(*sends)
+            await asyncio.gather(*(send_in_order(group, wire) for group, wire in by_group.items()))
     except TimeoutError:
         logger.warning(
-            "Broadcast of %d events timed out after %s s; the change is saved, pages show it on reload.",
-            len(sends),
+            "Broadcast of %d events timed out after %s s; they are stored, and clients catch up with resume.",
+            len(stored_events),
             BROADCAST_TIMEOUT_SECONDS,
         )

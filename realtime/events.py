@@ -1,65 +1,35 @@
-"""Every WebSocket event shape (SPEC §4), built here and only here: producers and tests use these."""
+"""Every WebSocket event shape (SPEC §4), built here and only here: producers and tests use these.
+
+A ticket's stored event (tickets.models.TicketEvent) becomes its wire event through ``ticket_event``, the
+same function for a live broadcast and for a replay after ``resume``, so the two can never differ.
+"""
+
+from tickets.models import TicketEvent
+from tickets.snapshots import user_data
 
 
-def user_summary(user):
-    if user is None:
-        return None
-    return {"id": user.pk, "name": user.get_full_name() or user.get_username()}
-
-
-def serialize_ticket(ticket):
-    customer = ticket.customer
-    return {
-        "id": ticket.pk,
-        "status": ticket.status,
-        "subject": ticket.subject,
-        "assignee": user_summary(ticket.assignee),
-        "customer": {"id": customer.pk, "name": customer.name, "username": customer.username},
-        "last_message_at": _iso(ticket.last_message_at),
-    }
-
-
-def serialize_message(message):
-    return {
-        "id": message.pk,
-        "ticket_id": message.ticket_id,
-        "direction": message.direction,
-        "author": user_summary(message.author),
-        "text": message.text,
-        "attachment": message.attachment,
-        "delivery_status": message.delivery_status or None,
-        "client_msg_id": str(message.client_msg_id) if message.client_msg_id else None,
-        "created_at": _iso(message.created_at),
-        "edited_at": _iso(message.edited_at),
-    }
-
-
-def message_event(message):
-    return {"type": "message", "message": serialize_message(message)}
-
-
-def ticket_event(ticket):
-    return {"type": "ticket", "ticket": serialize_ticket(ticket)}
-
-
-def delivery_event(message):
-    event = {"type": "delivery", "message_id": message.pk, "status": message.delivery_status}
-    if message.delivery_error:
-        event["error"] = message.delivery_error
-    return event
-
-
-def read_event(user, message_id):
-    return {"type": "read", "user": user_summary(user), "message_id": message_id}
+def ticket_event(event):
+    """The wire shape of a stored TicketEvent, with its ticket's id and seq at the top level."""
+    data = event.data
+    if event.kind in (TicketEvent.Kind.MESSAGE, TicketEvent.Kind.EDIT):
+        wire = {"type": "message", "message": data["message"]}
+    elif event.kind == TicketEvent.Kind.DELIVERY:
+        wire = {"type": "delivery", "message_id": data["message_id"], "status": data["status"]}
+        if data.get("error"):
+            wire["error"] = data["error"]
+    elif event.kind == TicketEvent.Kind.TICKET:
+        # The summary carries the ticket's latest seq: the seq of the event that made it so.
+        wire = {"type": "ticket", "ticket": {**data["ticket"], "seq": event.seq}, "change": data.get("change", {})}
+    elif event.kind == TicketEvent.Kind.READ:
+        wire = {"type": "read", "user": data["user"], "message_id": data["message_id"]}
+    else:
+        raise ValueError(f"Unknown ticket event kind {event.kind!r}")
+    return {**wire, "ticket_id": event.ticket_id, "seq": event.seq}
 
 
 def typing_event(user, state, expires_in):
-    return {"type": "typing", "user": user_summary(user), "state": state, "expires_in": expires_in}
+    return {"type": "typing", "user": user_data(user), "state": state, "expires_in": expires_in}
 
 
 def error_event(code, detail):
     return {"type": "error", "code": code, "detail": detail}
-
-
-def _iso(value):
-    return value.isoformat() if value else None

@@ -1,7 +1,11 @@
-"""Channel-layer group names: one per ticket room, one for every agent's inbox."""
+"""Channel-layer group names: one per ticket room, one for every agent's inbox, one per agent."""
 
 INBOX = "inbox"
 
 
 def ticket_group(ticket_id):
     return f"ticket.{ticket_id}"
+
+
+def agent_group(user_id):
+    return f"agent.{user_id}"

@@ -154,6 +154,10 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# --- The tickets' event history (G12) ---------------------------------------------------------------
+# Events older than this are pruned; a client resuming from before them reloads instead.
+TICKET_HISTORY_RETENTION_DAYS = env_number("TICKET_HISTORY_RETENTION_DAYS", 30)
+
 # --- Background tasks (the reply outbox) --------------------------------------------------------
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 

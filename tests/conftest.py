@@ -118,6 +118,17 @@ def wait_until(predicate, timeout=20, message="condition"):
         pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
 
 
+def wait_for_lock_wait(message):
+    """Poll PostgreSQL until a transaction on the test database is waiting for a lock held by another."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+
+    def waiting():
+        with connection.cursor() as cursor:
+            return cursor.execute(query).fetchone()[0]
+
+    wait_until(waiting, message=message)
+
+
 # --- Listening to the channel layer like a consumer would -------------------------------------------
 
 

@@ -9,7 +9,6 @@ edited.
 from dataclasses import dataclass
 from datetime import datetime
 
-from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
@@ -18,9 +17,8 @@ from django.http import Http404, JsonResponse
 from django.urls import path
 from django.views.decorators.http import require_POST
 
-from bots.delivery import show_customer_typing
-
 from . import queries, services
+from .hooks import agent_typing
 from .models import Customer, Message, Ticket
 
 
@@ -166,12 +164,22 @@ class TicketChangeForm(forms.ModelForm):
         ticket = Ticket.objects.select_related("customer", "assignee").get(pk=self.instance.pk)
         steps = []
         if "assignee" in self.changed_data:
-            steps.append(("assignee", lambda: services.assign_ticket(ticket, self.cleaned_data["assignee"])))
+            steps.append(
+                (
+                    "assignee",
+                    lambda: services.assign_ticket(ticket, self.cleaned_data["assignee"], acting_user=self.agent),
+                )
+            )
         if self.cleaned_data.get("reply"):
             # Before the status, so that a reply and "closed" in one save answer and then close.
             steps.append(("reply", lambda: services.queue_reply(ticket, self.cleaned_data["reply"], author=self.agent)))
         if "status" in self.changed_data:
-            steps.append(("status", lambda: services.change_ticket_status(ticket, self.cleaned_data["status"])))
+            steps.append(
+                (
+                    "status",
+                    lambda: services.change_ticket_status(ticket, self.cleaned_data["status"], acting_user=self.agent),
+                )
+            )
         with transaction.atomic():
             for field, apply in steps:
                 try:
@@ -229,7 +237,8 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
         chat_id = Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id", flat=True).first()
         if chat_id is None:
             raise Http404
-        return JsonResponse({"shown": async_to_sync(show_customer_typing)(chat_id)})
+        answers = agent_typing.send(sender=Ticket, chat_id=chat_id, agent=request.user)
+        return JsonResponse({"shown": any(shown for _, shown in answers)})
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -247,19 +256,28 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
     @admin.action(description="Assign to me", permissions=["change"])
     def assign_to_me(self, request, queryset):
         self.apply_to_each(
-            request, queryset, lambda ticket: services.assign_ticket(ticket, request.user), "Assigned to you"
+            request,
+            queryset,
+            lambda ticket: services.assign_ticket(ticket, request.user, acting_user=request.user),
+            "Assigned to you",
         )
 
     @admin.action(description="Resolve", permissions=["change"])
     def resolve(self, request, queryset):
         self.apply_to_each(
-            request, queryset, lambda ticket: services.change_ticket_status(ticket, Ticket.Status.RESOLVED), "Resolved"
+            request,
+            queryset,
+            lambda ticket: services.change_ticket_status(ticket, Ticket.Status.RESOLVED, acting_user=request.user),
+            "Resolved",
         )
 
     @admin.action(description="Close", permissions=["change"])
     def close(self, request, queryset):
         self.apply_to_each(
-            request, queryset, lambda ticket: services.change_ticket_status(ticket, Ticket.Status.CLOSED), "Closed"
+            request,
+            queryset,
+            lambda ticket: services.change_ticket_status(ticket, Ticket.Status.CLOSED, acting_user=request.user),
+            "Closed",
         )
 
     def apply_to_each(self, request, tickets, change, done_label):

@@ -55,6 +55,8 @@ class Ticket(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
+    # The seq of the ticket's latest event (see TicketEvent); incremented under the ticket's row lock.
+    last_seq = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -164,3 +166,46 @@ class ReadCursor(models.Model):
 
     def __str__(self):
         return f"{self.user} read #{self.ticket_id} up to {self.last_read_message_id}"
+
+
+class TicketEvent(models.Model):
+    """One change of a ticket, in the order the changes committed: the ticket's history.
+
+    ``seq`` starts at 1 per ticket and grows by exactly one per committed event (tickets.services.history
+    takes it from ``Ticket.last_seq`` in the transaction that makes the change). Live clients receive these
+    rows as they commit, and a client that missed some asks for those after the last ``seq`` it has (G12).
+    ``data`` is a snapshot of the changed rows (tickets.snapshots), so a replay shows what a live client saw.
+    """
+
+    class Kind(models.TextChoices):
+        MESSAGE = "message", "Message"  # an inbound message, or an outbound reply queued
+        EDIT = "edit", "Edit"  # the customer edited a message
+        DELIVERY = "delivery", "Delivery"  # a reply was sent, or failed
+        TICKET = "ticket", "Ticket"  # the ticket was opened, or its status or assignee changed
+        READ = "read", "Read"  # an agent's read cursor moved forward
+
+    class ActorKind(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        AGENT = "agent", "Agent"
+        SYSTEM = "system", "System"
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # Who made the change: an agent (``actor`` set), the customer, or the system (the bot, the outbox).
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["ticket", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["ticket", "seq"], name="one_event_per_ticket_seq"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="ticket_event_created_idx")]
+
+    def __str__(self):
+        return f"#{self.ticket_id}.{self.seq} {self.kind}"

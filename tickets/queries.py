@@ -10,7 +10,7 @@ from django.db.models import Count, Exists, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import Message, ReadCursor
+from .models import Message, ReadCursor, Ticket, TicketEvent
 
 
 def unread_messages(user):
@@ -67,3 +67,17 @@ def stranded_replies(stranded_after):
 
 def count_stranded_replies(stranded_after):
     return stranded_replies(stranded_after).count()
+
+
+def events_after(ticket_id, seq):
+    """The ticket's stored events with a seq above ``seq``, oldest first (G12's replay).
+
+    None when some of them are no longer stored (older than the history's retention): the client must
+    reload instead. An empty list means the client is up to date.
+    """
+    events = list(TicketEvent.objects.filter(ticket_id=ticket_id, seq__gt=seq).order_by("seq"))
+    if any(event.seq != seq + offset for offset, event in enumerate(events, start=1)):
+        return None
+    if not events and Ticket.objects.filter(pk=ticket_id, last_seq__gt=seq).exists():
+        return None
+    return events

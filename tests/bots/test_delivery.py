@@ -13,6 +13,7 @@ from django_tasks_db.models import DBTaskResult
 
 from bots.application import shutdown_application
 from bots.delivery import show_customer_typing
+from bots.outbox import enqueue_delivery
 from realtime.groups import ticket_group
 from tests.conftest import listen_to, next_event, unique_bot_token, wait_until
 from tickets import services
@@ -204,7 +205,7 @@ def test_two_tasks_for_one_reply_on_two_workers_send_it_once(bot, start_worker, 
     ticket = customer_ticket(bot, 111)
     bot.add_fault("sendMessage", delay=3, times=1)  # both tasks run while the first send is in flight
     reply = reply_in(ticket, agent)
-    services.enqueue_delivery(reply)  # a second task for the same reply, as a re-drive makes
+    enqueue_delivery(reply)  # a second task for the same reply, as a re-drive makes
 
     start_worker(bot.token)
     start_worker(bot.token)

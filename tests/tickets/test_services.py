@@ -9,10 +9,11 @@ from django.db import IntegrityError, connection, transaction
 from django_tasks_db.models import DBTaskResult
 
 from bots.models import TelegramUpdate
+from tests.conftest import wait_for_lock_wait
 from tickets import services
+from tickets.hooks import announced
 from tickets.models import Customer, Message, ReadCursor, Ticket
 from tickets.services import TelegramProfile, TicketRuleError
-from tickets.signals import announced
 
 ALICE = TelegramProfile(user_id=111, first_name="Alice", username="alice")
 
@@ -53,8 +54,8 @@ def ticket(db):
 def announcements():
     heard = []
 
-    def receiver(sender, kind, **objects):
-        heard.append((kind, objects))
+    def receiver(sender, events, **kwargs):
+        heard.extend(events)
 
     announced.connect(receiver)
     yield heard
@@ -173,7 +174,7 @@ def test_the_customer_profile_follows_telegram(ticket):
 
 
 def test_a_message_after_resolution_opens_a_new_ticket(ticket):
-    services.change_ticket_status(ticket, Ticket.Status.RESOLVED)
+    services.change_ticket_status(ticket, Ticket.Status.RESOLVED, acting_user=None)
 
     message, opened = inbound(text="one more thing", telegram_message_id=2)
 
@@ -183,7 +184,7 @@ def test_a_message_after_resolution_opens_a_new_ticket(ticket):
 
 
 def test_a_customer_message_puts_a_pending_ticket_back_to_open(ticket):
-    services.change_ticket_status(ticket, Ticket.Status.PENDING)
+    services.change_ticket_status(ticket, Ticket.Status.PENDING, acting_user=None)
 
     inbound(text="here is the info", telegram_message_id=2)
 
@@ -199,17 +200,17 @@ def test_invalid_status_transitions_are_refused_with_a_clear_error(ticket, start
     Ticket.objects.filter(pk=ticket.pk).update(status=start)
 
     with pytest.raises(TicketRuleError, match=f"is {start} and cannot become {target}"):
-        services.change_ticket_status(ticket, target)
+        services.change_ticket_status(ticket, target, acting_user=None)
     ticket.refresh_from_db()
     assert ticket.status == start
 
 
 def test_reopening_is_refused_while_the_customer_has_another_active_ticket(ticket):
-    services.change_ticket_status(ticket, Ticket.Status.RESOLVED)
+    services.change_ticket_status(ticket, Ticket.Status.RESOLVED, acting_user=None)
     newer, _ = inbound(text="new issue", telegram_message_id=2)
 
     with pytest.raises(TicketRuleError, match=f"already has ticket #{newer.ticket.pk} open"):
-        services.change_ticket_status(ticket, Ticket.Status.OPEN)
+        services.change_ticket_status(ticket, Ticket.Status.OPEN, acting_user=None)
 
 
 def test_start_new_ticket_resolves_the_current_one(ticket):
@@ -224,7 +225,7 @@ def test_only_staff_can_be_assigned(ticket, django_user_model):
     customer_user = django_user_model.objects.create_user("not-an-agent")
 
     with pytest.raises(TicketRuleError, match="not an agent"):
-        services.assign_ticket(ticket, customer_user)
+        services.assign_ticket(ticket, customer_user, acting_user=None)
 
 
 def test_customer_edit_updates_the_stored_text(ticket):
@@ -278,7 +279,7 @@ def test_an_invalid_reply_is_refused(ticket, agent, text, error):
 
 
 def test_a_closed_ticket_takes_no_replies(ticket, agent):
-    services.change_ticket_status(ticket, Ticket.Status.CLOSED)
+    services.change_ticket_status(ticket, Ticket.Status.CLOSED, acting_user=None)
 
     with pytest.raises(TicketRuleError, match="closed"):
         services.queue_reply(ticket, "hello?", author=agent)
@@ -296,8 +297,8 @@ def test_changes_are_announced_only_after_commit(announcements):
 
     message, _ = inbound()
 
-    assert [kind for kind, _ in announcements] == ["ticket.changed", "message.created"]
-    assert announcements[1][1]["message"] == message
+    assert [(event.kind, event.seq) for event in announcements] == [("ticket", 1), ("message", 2)]
+    assert announcements[1].data["message"]["id"] == message.pk
 
 
 def test_nul_characters_from_telegram_are_dropped_not_fatal(db):
@@ -316,8 +317,6 @@ def test_nul_characters_from_telegram_are_dropped_not_fatal(db):
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_message_arriving_while_an_agent_closes_the_ticket_opens_a_new_one():
-    from tests.conftest import wait_until
-
     ticket = inbound()[0].ticket
     closing = threading.Event()
     release = threading.Event()
@@ -325,7 +324,7 @@ def test_a_message_arriving_while_an_agent_closes_the_ticket_opens_a_new_one():
 
     def agent_closes():
         with transaction.atomic():
-            services.change_ticket_status(ticket, Ticket.Status.CLOSED)  # holds the ticket's row lock
+            services.change_ticket_status(ticket, Ticket.Status.CLOSED, acting_user=None)  # holds the ticket's row lock
             closing.set()
             release.wait(20)
         connection.close()
@@ -339,16 +338,7 @@ def test_a_message_arriving_while_an_agent_closes_the_ticket_opens_a_new_one():
     for thread in threads:
         thread.start()
     # The customer's transaction is waiting for the agent's lock on the ticket: let the close commit.
-    wait_until(
-        lambda: (
-            connection.cursor()
-            .execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            .fetchone()[0]
-        ),
-        message="the customer's message to wait for the ticket lock",
-    )
+    wait_for_lock_wait("the customer's message to wait for the ticket lock")
     release.set()
     for thread in threads:
         thread.join()

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from tickets.services import redrive_stranded_replies
+from bots.outbox import redrive_stranded_replies
 
 
 class Command(BaseCommand):

@@ -1,0 +1,67 @@
+"""The ticket's history: every change a service makes is stored as a TicketEvent in the same transaction.
+
+``record_events`` takes the ticket's next ``seq`` numbers with one ``UPDATE … SET last_seq = last_seq + n
+… RETURNING``: the UPDATE holds the ticket's row lock until commit, so a concurrent writer waits and then
+numbers after it. That makes each ticket's seq gapless and in commit order (a rollback takes its numbers
+back with it). The events are announced through tickets.hooks.announced once the transaction commits.
+"""
+
+from dataclasses import dataclass
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ..hooks import announced
+from ..models import Ticket, TicketEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: an agent (with their user), the customer, or the system (the bot, the outbox)."""
+
+    kind: str
+    user: AbstractBaseUser | None = None
+
+    @classmethod
+    def agent(cls, user):
+        """The acting agent; None (no user) means the system, e.g. the bot's automatic replies."""
+        return cls(TicketEvent.ActorKind.AGENT, user) if user is not None else SYSTEM
+
+
+CUSTOMER = Actor(TicketEvent.ActorKind.CUSTOMER)
+SYSTEM = Actor(TicketEvent.ActorKind.SYSTEM)
+
+
+def record_events(ticket, actor, *changes):
+    """Store one event per ``(kind, data)`` change of ``ticket`` with its next seqs; announce them after commit.
+
+    Must run inside the transaction that makes the changes. Sets ``ticket.last_seq``; returns the events.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("record_events must run inside the transaction that makes the change.")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Ticket._meta.db_table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",
+            [len(changes), ticket.pk],
+        )
+        (last_seq,) = cursor.fetchone()
+    first_seq = last_seq - len(changes) + 1
+    events = TicketEvent.objects.bulk_create(
+        TicketEvent(
+            ticket_id=ticket.pk, seq=first_seq + offset, kind=kind, actor_kind=actor.kind, actor=actor.user, data=data
+        )
+        for offset, (kind, data) in enumerate(changes)
+    )
+    ticket.last_seq = last_seq
+    transaction.on_commit(lambda: announced.send(sender=TicketEvent, events=events), robust=True)
+    return events
+
+
+def prune_history(older_than):
+    """Delete events stored longer ago than ``older_than`` (a timedelta); returns how many.
+
+    A client resuming from before the oldest stored event is told to reload (tickets.queries.events_after).
+    """
+    deleted, _ = TicketEvent.objects.filter(created_at__lt=timezone.now() - older_than).delete()
+    return deleted

@@ -1,0 +1,111 @@
+"""Tickets: opening one for a customer, assigning it, and moving it through its lifecycle."""
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..models import Ticket, TicketEvent
+from ..snapshots import ticket_data, user_data
+from .base import TicketRuleError, lock_ticket
+from .history import CUSTOMER, Actor, record_events
+
+ALLOWED_TRANSITIONS = {
+    Ticket.Status.OPEN: {Ticket.Status.PENDING, Ticket.Status.RESOLVED, Ticket.Status.CLOSED},
+    Ticket.Status.PENDING: {Ticket.Status.OPEN, Ticket.Status.RESOLVED, Ticket.Status.CLOSED},
+    Ticket.Status.RESOLVED: {Ticket.Status.OPEN, Ticket.Status.CLOSED},
+    Ticket.Status.CLOSED: set(),
+}
+
+
+def ticket_changed(ticket, **change):
+    """The (kind, data) of a ticket event: the ticket as it is now, and what changed."""
+    return TicketEvent.Kind.TICKET, {"ticket": ticket_data(ticket), "change": change}
+
+
+def get_or_open_ticket(customer, subject=""):
+    """The customer's active ticket, locked for this transaction, or a new open one. Returns (ticket, opened)."""
+    with transaction.atomic():
+        for _ in range(3):
+            ticket = active_ticket(customer, lock=True)
+            if ticket is not None:
+                return ticket, False
+            try:
+                with transaction.atomic():
+                    ticket = Ticket.objects.create(customer=customer, subject=subject[:200])
+            except IntegrityError:
+                # A concurrent message opened it first (one_active_ticket_per_customer): use that one.
+                continue
+            record_events(ticket, CUSTOMER, ticket_changed(ticket, opened=True))
+            return ticket, True
+    raise TicketRuleError(f"Could not find or open a ticket for customer {customer.pk}.")
+
+
+def active_ticket(customer, lock=False):
+    """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction.
+
+    Locking matters to writers: PostgreSQL re-checks the status once a concurrent change (an agent
+    closing the ticket) commits, so a message never lands in a ticket that was closed meanwhile.
+    """
+    tickets = Ticket.objects.select_related("customer", "assignee")
+    if lock:
+        tickets = tickets.select_for_update(of=("self",))
+    return tickets.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES).first()
+
+
+def assign_ticket(ticket, assignee, *, acting_user):
+    """Give the ticket to an agent (or to nobody, with ``assignee=None``). Returns the ticket as it is now."""
+    if assignee is not None and not assignee.is_staff:
+        raise TicketRuleError(f"{assignee} is not an agent (staff user) and cannot be assigned tickets.")
+    with transaction.atomic():
+        current = lock_ticket(ticket.pk)
+        if current.assignee_id == (assignee.pk if assignee else None):
+            return current
+        previous = user_data(current.assignee)
+        current.assignee, current.updated_at = assignee, timezone.now()
+        Ticket.objects.filter(pk=current.pk).update(assignee=assignee, updated_at=current.updated_at)
+        record_events(
+            current, Actor.agent(acting_user), ticket_changed(current, assignee=[previous, user_data(assignee)])
+        )
+    return current
+
+
+def change_ticket_status(ticket, status, *, acting_user):
+    """Move the ticket to ``status`` if the lifecycle allows it (see ALLOWED_TRANSITIONS).
+
+    Returns the ticket as it is now; a change to the status it already has changes nothing.
+    """
+    with transaction.atomic():
+        return set_status(lock_ticket(ticket.pk), status, Actor.agent(acting_user))
+
+
+def set_status(current, status, actor):
+    """Move ``current`` (locked by the caller) to ``status`` on behalf of ``actor``; record the change."""
+    status = Ticket.Status(status)
+    if status == current.status:
+        return current
+    if status not in ALLOWED_TRANSITIONS[current.status]:
+        raise TicketRuleError(
+            f"Ticket #{current.pk} is {current.get_status_display().lower()} and cannot become {status.label.lower()}."
+        )
+    previous, now = current.status, timezone.now()
+    try:
+        with transaction.atomic():
+            Ticket.objects.filter(pk=current.pk).update(status=status, updated_at=now)
+    except IntegrityError:
+        other = active_ticket(current.customer)
+        raise TicketRuleError(
+            f"Ticket #{current.pk} cannot be reopened: {current.customer} already has "
+            f"ticket #{other.pk if other else '?'} open. Continue there."
+        ) from None
+    current.status, current.updated_at = status.value, now
+    record_events(current, actor, ticket_changed(current, status=[previous, status.value]))
+    return current
+
+
+def start_new_ticket(customer):
+    """Resolve the customer's active ticket, if any, and open a fresh one (the customer's /new command)."""
+    with transaction.atomic():
+        current = active_ticket(customer, lock=True)
+        if current is not None:
+            set_status(current, Ticket.Status.RESOLVED, CUSTOMER)
+        ticket, _ = get_or_open_ticket(customer)
+    return ticket
