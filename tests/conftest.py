@@ -118,13 +118,15 @@ def wait_until(predicate, timeout=20, message="condition"):
         pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
 
 
-def wait_for_lock_wait(message):
-    """Poll PostgreSQL until a transaction on the test database is waiting for a lock held by another."""
+def wait_for_lock_wait(message, count=1):
+    """Poll PostgreSQL until ``count`` transactions on the test database wait for locks held by others."""
     query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
 
     def waiting():
         with connection.cursor() as cursor:
-            return cursor.execute(query).fetchone()[0]
+            # Inside a transaction PostgreSQL keeps showing its first snapshot of the activity unless cleared.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            return cursor.execute(query).fetchone()[0] >= count
 
     wait_until(waiting, message=message)
 
