@@ -203,27 +203,33 @@ class Server(Process):
         return httpx.post(f"{self.url}/telegram/webhook/", json=update, headers=headers, timeout=30, **kwargs)
 
 
+def server_env(token, sandbox_url, **overrides):
+    """Environment for a production-like server or worker on the test database and the sandbox."""
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_HTTPS": "0",
+        "DJANGO_SECRET_KEY": "test-secret-key-for-subprocesses-only",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": test_database_url(),
+        "TELEGRAM_BOT_TOKEN": token,
+        "TELEGRAM_API_URL": sandbox_url,
+        "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PYTHONUNBUFFERED": "1",
+        # The tests start the workers they want; no server runs one of its own.
+        "SUPPORTSITE_WORKER_IN_SERVER": "0",
+    }
+    if connection.vendor != "postgresql" or not settings.REDIS_URL:
+        # On the embedded defaults production settings refuse SQLite and the in-memory layer.
+        env["SUPPORTSITE_SINGLE_PROCESS"] = "1"
+    env.update({name: str(value) for name, value in overrides.items()})
+    return env
+
+
 @pytest.fixture
 def process_env(transactional_db, sandbox):
-    """Environment for a production-like server or worker on the test database and the sandbox."""
-
-    def build(token, **overrides):
-        env = {
-            **os.environ,
-            "DJANGO_DEBUG": "0",
-            "DJANGO_HTTPS": "0",
-            "DJANGO_SECRET_KEY": "test-secret-key-for-subprocesses-only",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": test_database_url(),
-            "TELEGRAM_BOT_TOKEN": token,
-            "TELEGRAM_API_URL": sandbox.url,
-            "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.update({name: str(value) for name, value in overrides.items()})
-        return env
-
-    return build
+    """``server_env`` for this test's sandbox: ``process_env(token, **overrides)``."""
+    return lambda token, **overrides: server_env(token, sandbox.url, **overrides)
 
 
 def _spawn(args, env, log_path):
@@ -233,33 +239,45 @@ def _spawn(args, env, log_path):
     return popen
 
 
+def spawn_server(env, log_dir):
+    """daphne serving supportsite with ``env`` on a free port, once it answers."""
+    port = free_port()
+    log_path = log_dir / f"daphne-{port}.log"
+    popen = _spawn(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application"],
+        env,
+        log_path,
+    )
+    server = Server(popen=popen, log_path=log_path, url=f"http://127.0.0.1:{port}", token=env["TELEGRAM_BOT_TOKEN"])
+
+    def ready():
+        if popen.poll() is not None:
+            pytest.fail(f"daphne exited with {popen.returncode}:\n{server.log()}")
+        try:
+            return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(ready, message=f"daphne on port {port}")
+    return server
+
+
+WORKER_COMMAND = ("db_worker", "--interval", "0.05", "--no-startup-delay")
+
+
+def spawn_worker(env, log_path, command=WORKER_COMMAND):
+    """The task worker (django-tasks-db's db_worker), or another ``command`` of manage.py, with ``env``."""
+    return Process(popen=_spawn([sys.executable, "manage.py", *command], env, log_path), log_path=log_path)
+
+
 @pytest.fixture
 def start_server(process_env, tmp_path):
     """Start daphne serving supportsite (call it once per process wanted); stopped after the test."""
     servers = []
 
     def start(token=None, **env):
-        token = token or unique_bot_token()
-        port = free_port()
-        log_path = tmp_path / f"daphne-{port}.log"
-        popen = _spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application"],
-            process_env(token, **env),
-            log_path,
-        )
-        server = Server(popen=popen, log_path=log_path, url=f"http://127.0.0.1:{port}", token=token)
-        servers.append(server)
-
-        def ready():
-            if popen.poll() is not None:
-                pytest.fail(f"daphne exited with {popen.returncode}:\n{server.log()}")
-            try:
-                return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, message=f"daphne on port {port}")
-        return server
+        servers.append(spawn_server(process_env(token or unique_bot_token(), **env), tmp_path))
+        return servers[-1]
 
     yield start
     for server in servers:
@@ -272,12 +290,9 @@ def start_worker(process_env, tmp_path):
     token; stopped after the test."""
     workers = []
 
-    def start(token, command=("db_worker", "--interval", "0.05", "--no-startup-delay"), **env):
-        log_path = tmp_path / f"worker-{len(workers)}.log"
-        popen = _spawn([sys.executable, "manage.py", *command], process_env(token, **env), log_path)
-        worker = Process(popen=popen, log_path=log_path)
-        workers.append(worker)
-        return worker
+    def start(token, command=WORKER_COMMAND, **env):
+        workers.append(spawn_worker(process_env(token, **env), tmp_path / f"worker-{len(workers)}.log", command))
+        return workers[-1]
 
     yield start
     for worker in workers:
