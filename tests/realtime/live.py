@@ -12,9 +12,10 @@ from tickets.models import Message
 from .conftest import TIMEOUT
 
 
-def log_in(server, username, password):
-    """Log in through the server's admin login page, as a browser does; returns the session cookie."""
-    with httpx.Client(base_url=server.url, timeout=30) as browser:
+def log_in(url, username, password):
+    """Log in through the admin login page of the server at ``url``, as a browser does; returns the session
+    cookie."""
+    with httpx.Client(base_url=url, timeout=30) as browser:
         browser.get("/admin/login/")
         login = {"username": username, "password": password, "csrfmiddlewaretoken": browser.cookies["csrftoken"]}
         response = browser.post("/admin/login/", data=login)
@@ -55,11 +56,11 @@ class LiveSocket:
 
 
 @contextmanager
-def live_socket(server, cookie, path):
-    """A LiveSocket on ``path`` of ``server``, as the agent of the session ``cookie``; closed after."""
+def live_socket(url, cookie, path):
+    """A LiveSocket on ``path`` of the server at ``url``, as the agent of the session ``cookie``; closed after."""
     with connect(
-        server.url.replace("http://", "ws://") + path,
-        origin=server.url,
+        url.replace("http://", "ws://") + path,
+        origin=url,
         additional_headers={"Cookie": f"sessionid={cookie}"},
         open_timeout=TIMEOUT,
     ) as websocket:

@@ -54,7 +54,7 @@ class Desk:
 def staff_session(server, username):
     """A new agent, logged in through ``server``: (user, session cookie)."""
     user = get_user_model().objects.create_user(username, password=f"{username}-password-1", is_staff=True)
-    return user, log_in(server, username, f"{username}-password-1")
+    return user, log_in(server.url, username, f"{username}-password-1")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def desk_processes(django_db_setup, django_db_blocker, _sandbox_server, tmp_path
         ticket = services.record_inbound_message(
             services.TelegramProfile(user_id=799), text="idle", telegram_message_id=1
         )[0].ticket
-    with live_socket(servers[0], cookie, f"/ws/tickets/{ticket.pk}/") as idle:
+    with live_socket(servers[0].url, cookie, f"/ws/tickets/{ticket.pk}/") as idle:
         yield Desk(servers, worker, _sandbox_server.client(token), idle, time.monotonic(), ticket.pk)
     for process in (*servers, worker):
         process.stop()
@@ -115,7 +115,7 @@ def test_a_reconnecting_agent_gets_exactly_what_other_processes_did_meanwhile_in
     bob, bobs = staff_session(desk.servers[1], "bob")
     ticket = customer_writes(desk, 701, "My parcel is lost").ticket
     delivered(Message.objects.get(ticket=ticket, direction="out"))  # the bot's "ticket opened" reply
-    with live_socket(desk.servers[0], alices, room(ticket)) as socket:
+    with live_socket(desk.servers[0].url, alices, room(ticket)) as socket:
         last = socket.resume(0)[-1]["seq"]
 
     # Alice is away. The customer writes three times and edits one (server 1's webhook, through the sandbox).
@@ -125,14 +125,14 @@ def test_a_reconnecting_agent_gets_exactly_what_other_processes_did_meanwhile_in
     desk.bot.post_update(edit)
     wait_until(lambda: Message.objects.filter(text="Detail 0, corrected").exists(), message="the edit")
     # Bob, on server 2, replies (the worker delivers it) and reads; then the ticket goes pending (this process).
-    with live_socket(desk.servers[1], bobs, room(ticket)) as colleague:
+    with live_socket(desk.servers[1].url, bobs, room(ticket)) as colleague:
         delivered(reply_over(colleague, "We are looking into it"))
         colleague.send({"type": "read", "message_id": details[-1].pk})
         wait_until(lambda: ReadCursor.objects.filter(user=bob).exists(), message="Bob's read cursor")
     services.change_ticket_status(ticket, "pending", acting_user=bob)
     missed = wire_events_after(ticket, last)
 
-    with live_socket(desk.servers[1], alices, room(ticket)) as socket:  # back, on the other server
+    with live_socket(desk.servers[1].url, alices, room(ticket)) as socket:  # back, on the other server
         replayed = socket.resume(last)
 
     assert replayed == missed
@@ -157,7 +157,7 @@ def test_events_made_while_an_agent_keeps_reconnecting_reach_it_once_each_in_ord
     _, alices = staff_session(desk.servers[0], "alice")
     bob, bobs = staff_session(desk.servers[1], "bob")
     ticket = customer_writes(desk, 702, "Hello?").ticket
-    with live_socket(desk.servers[0], alices, room(ticket)) as socket:
+    with live_socket(desk.servers[0].url, alices, room(ticket)) as socket:
         start = socket.resume(0)[-1]["seq"]
     seen = []  # every seq Alice's sockets received, in order
     start_together = threading.Barrier(6)
@@ -171,7 +171,7 @@ def test_events_made_while_an_agent_keeps_reconnecting_reach_it_once_each_in_ord
     def alice_reconnects():
         cycle = 0
         while producing.is_set() or cycle < 5:
-            with live_socket(desk.servers[cycle % 2], alices, room(ticket)) as socket:
+            with live_socket(desk.servers[cycle % 2].url, alices, room(ticket)) as socket:
                 if cycle == 0:
                     start_together.wait()
                 socket.resume(seen[-1] if seen else start)
@@ -188,7 +188,7 @@ def test_events_made_while_an_agent_keeps_reconnecting_reach_it_once_each_in_ord
             customer_writes(desk, 702, f"Message {i}")
 
     def colleague():  # on server 2; the worker delivers the replies
-        with live_socket(desk.servers[1], bobs, room(ticket)) as socket:
+        with live_socket(desk.servers[1].url, bobs, room(ticket)) as socket:
             start_together.wait()
             for i in range(4):
                 reply = reply_over(socket, f"Reply {i}")
@@ -218,7 +218,7 @@ def test_events_made_while_an_agent_keeps_reconnecting_reach_it_once_each_in_ord
     assert not errors, errors
     for reply in Message.objects.filter(direction="out", author=bob):
         delivered(reply)
-    with live_socket(desk.servers[0], alices, room(ticket)) as socket:
+    with live_socket(desk.servers[0].url, alices, room(ticket)) as socket:
         socket.resume(seen[-1])
     seen.extend(socket.seqs())
 
@@ -231,7 +231,7 @@ def test_two_agents_on_two_servers_see_each_others_typing_reads_and_replies(desk
     _, bobs = staff_session(desk.servers[1], "bob")
     question = customer_writes(desk, 703, "Is anyone there?")
     ticket = question.ticket
-    with live_socket(desk.servers[1], bobs, room(ticket)) as bob_socket:
+    with live_socket(desk.servers[1].url, bobs, room(ticket)) as bob_socket:
         bob_socket.resume(0)
         alice_data = {"id": alice.pk, "name": "alice"}
 
@@ -243,7 +243,7 @@ def test_two_agents_on_two_servers_see_each_others_typing_reads_and_replies(desk
                 "expires_in": TYPING_EXPIRES_IN_SECONDS,
             }
 
-        with live_socket(desk.servers[0], alices, room(ticket)) as typist:
+        with live_socket(desk.servers[0].url, alices, room(ticket)) as typist:
             typist.resume(0)
             typist.send({"type": "typing", "state": "start"})
             assert alice_typing_as_bob_sees_it("start")
@@ -257,7 +257,7 @@ def test_two_agents_on_two_servers_see_each_others_typing_reads_and_replies(desk
             assert alice_typing_as_bob_sees_it("start")
         assert alice_typing_as_bob_sees_it("stop")  # so does leaving
 
-        with live_socket(desk.servers[0], alices, room(ticket)) as alice_socket:
+        with live_socket(desk.servers[0].url, alices, room(ticket)) as alice_socket:
             alice_socket.resume(0)
             alice_socket.send({"type": "read", "message_id": question.pk})
             read = bob_socket.receive_until(lambda event: event["type"] == "read")[-1]
