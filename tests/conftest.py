@@ -266,11 +266,11 @@ def start_server(process_env, tmp_path):
 
 @pytest.fixture
 def start_worker(process_env, tmp_path):
-    """Start the task worker (django-tasks-db's db_worker), or another ``command`` of manage.py, for a bot
+    """Start the task worker (manage.py worker), or another ``command`` of manage.py, for a bot
     token; stopped after the test."""
     workers = []
 
-    def start(token, command=("db_worker", "--interval", "0.05", "--no-startup-delay"), **env):
+    def start(token, command=("worker", "--interval", "0.05", "--no-startup-delay"), **env):
         log_path = tmp_path / f"worker-{len(workers)}.log"
         popen = _spawn([sys.executable, "manage.py", *command], process_env(token, **env), log_path)
         worker = Process(popen=popen, log_path=log_path)
