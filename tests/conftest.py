@@ -3,12 +3,14 @@ needs_postgres: they skip on the embedded defaults and fail instead when SUPPORT
 (as in CI), so CI can never pass with them skipped."""
 
 import asyncio
+import itertools
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,11 +226,31 @@ def process_env(transactional_db, sandbox):
     return build
 
 
+# Every process the suite starts, with the secrets it was given: none may ever appear in its log.
+SPAWNED_LOGS: list[tuple[Path, list[str]]] = []
+SECRET_VARIABLES = ("TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "DJANGO_SECRET_KEY")
+
+
 def _spawn(args, env, log_path):
+    SPAWNED_LOGS.append((log_path, [env[name] for name in SECRET_VARIABLES if env.get(name)]))
     log = open(log_path, "wb")
     popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR)
     log.close()
     return popen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log():
+    """After the whole session: the log of every server, worker and command the suite started holds none
+    of the secrets that process was given (the bot token, the webhook secret, the secret key)."""
+    yield
+    leaks = [
+        f"{log_path}: {secret[:4]}…"
+        for log_path, secrets in SPAWNED_LOGS
+        for secret in secrets
+        if secret in log_path.read_text(errors="replace")
+    ]
+    assert not leaks, f"secrets found in process logs: {leaks}"
 
 
 @pytest.fixture
@@ -280,3 +302,98 @@ def start_worker(process_env, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+
+
+@dataclass
+class Finished:
+    """A command that ran to its end: its exit code, its output (stdout and stderr) and its wall time."""
+
+    returncode: int
+    output: str
+    seconds: float
+
+
+@pytest.fixture
+def run_command(process_env, tmp_path):
+    """Run ``manage.py *command`` to its end in a production-like process (see process_env)."""
+    runs = itertools.count()
+
+    def run(*command, token=None, **env):
+        log_path = tmp_path / f"command-{next(runs)}.log"
+        started = time.monotonic()
+        env = process_env(token or unique_bot_token(), **env)
+        popen = _spawn([sys.executable, "manage.py", *command], env, log_path)
+        returncode = popen.wait(120)
+        return Finished(returncode, log_path.read_text(errors="replace"), time.monotonic() - started)
+
+    return run
+
+
+# --- Listeners that misbehave, and private Redis servers --------------------------------------------
+
+
+@pytest.fixture
+def closed_port():
+    """A port bound but not listening: every connection is refused at once."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+@pytest.fixture
+def black_hole_port():
+    """A port that accepts connections (the kernel completes the handshake) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        yield listener.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server on its own port and data directory, which a test may stop and start."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.port = free_port()
+        self.popen = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args += ["--save", "", "--appendonly", "no", "--logfile", str(self.directory / "redis.log")]
+        self.popen = subprocess.Popen(args, cwd=self.directory)
+        wait_until(self.answers, message=f"redis-server on port {self.port}")
+        return self
+
+    def answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait(15)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Start private Redis servers (call once per server wanted); stopped after the test."""
+    servers = []
+
+    def start():
+        directory = tmp_path / f"redis-{len(servers)}"
+        directory.mkdir()
+        server = RedisServer(directory)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
