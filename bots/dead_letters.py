@@ -10,7 +10,7 @@ import json
 import logging
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.db import connections
 from django.utils import timezone
 
 from . import updates
@@ -79,8 +79,6 @@ async def replay(application, dead_letter):
         await application.process_update(update)
     finally:
         update_report.reset(token)
-        # The handlers ran in a worker thread of this loop; give its connection back (G9).
-        await sync_to_async(close_old_connections)()
     if report.errors:
         await sync_to_async(_record_attempt)(dead_letter, error=describe(report.errors[0]))
         return False
@@ -95,11 +93,15 @@ async def replay_pending(application, ids=None):
     if ids:
         dead_letters = dead_letters.filter(pk__in=ids)
     replayed = failed = 0
-    for dead_letter in await sync_to_async(list)(dead_letters):
-        if await replay(application, dead_letter):
-            replayed += 1
-        else:
-            failed += 1
+    try:
+        for dead_letter in await sync_to_async(list)(dead_letters):
+            if await replay(application, dead_letter):
+                replayed += 1
+            else:
+                failed += 1
+    finally:
+        # The queries and the handlers ran in the loop's sync thread: give its connection back (G9).
+        await sync_to_async(connections.close_all)()
     return replayed, failed
 
 
