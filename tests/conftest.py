@@ -89,6 +89,8 @@ def sandbox(_sandbox_server):
 # --- Real server processes (daphne, the task worker) on the test database --------------------------
 
 WEBHOOK_SECRET = "test-webhook-secret"
+# The secret key of the processes the tests start (a test signing sessions for them uses it too).
+SUBPROCESS_SECRET_KEY = "test-secret-key-for-subprocesses-only"
 
 
 def free_port():
@@ -212,7 +214,7 @@ def process_env(transactional_db, sandbox):
             **os.environ,
             "DJANGO_DEBUG": "0",
             "DJANGO_HTTPS": "0",
-            "DJANGO_SECRET_KEY": "test-secret-key-for-subprocesses-only",
+            "DJANGO_SECRET_KEY": SUBPROCESS_SECRET_KEY,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": test_database_url(),
             "TELEGRAM_BOT_TOKEN": token,
