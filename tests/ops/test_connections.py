@@ -84,7 +84,7 @@ def test_2000_webhook_requests_at_50_concurrent_stay_within_the_pool(start_serve
     assert len(during.samples) > 50
     assert max(during.samples) <= POOL_MAX, f"peak {max(during.samples)} connections"
     assert max(after.samples) <= POOL_MAX
-    print(f"\nconnections during: peak {max(during.samples)} over {len(during.samples)} samples; after: {after.samples[-1]}")
+    print(f"\nserver connections: peak {max(during.samples)} in {len(during.samples)} samples, {after.samples[-1]} after")
 
 
 def logged_in_agents(count, settings):
@@ -123,7 +123,7 @@ def test_ten_agents_typing_while_telegram_is_slow_do_not_starve_the_webhook(star
                     )
                 return response.status_code, response.json() if response.status_code == 200 else response.text
 
-            typing = [asyncio.create_task(type_in(ticket, agent)) for ticket, agent in zip(tickets, agents, strict=True)]
+            typing = [asyncio.create_task(type_in(*pair)) for pair in zip(tickets, agents, strict=True)]
             # As many typing requests wait on Telegram's slow sendChatAction as the pool has connections: had
             # they kept theirs, the pool would now be empty.
             await asyncio.to_thread(bot.wait_until, lambda: len(bot.calls("sendChatAction")) >= POOL_MAX, 30)
