@@ -5,6 +5,7 @@ on SQLite, the in-memory channel layer, the local-memory cache and the Telegram 
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -171,7 +172,7 @@ elif REDIS_URLS:
 if REDIS_SENTINELS or REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "realtime.layers.RedisChannelLayer",
             "CONFIG": {"hosts": channel_layer_hosts, "prefix": f"{REDIS_PREFIX}:asgi", "capacity": 1000, "expiry": 60},
         }
     }
@@ -179,6 +180,8 @@ if REDIS_SENTINELS or REDIS_URLS:
     # where); with Sentinel, each shard's master is looked up through the Sentinels.
     if len(cache_location) > 1:
         cache_options["CLIENT_CLASS"] = "django_redis.client.ShardClient"
+        # django-redis' own RedisCache passes client=None to the ShardClient, which warns on every call.
+        warnings.filterwarnings("ignore", r".* on sharded client should not specify client", UserWarning)
     elif REDIS_SENTINELS:
         cache_options["CLIENT_CLASS"] = "django_redis.client.SentinelClient"
     CACHES = {
@@ -211,7 +214,7 @@ HOUSEKEEPING_INTERVAL_SECONDS = env_number("HOUSEKEEPING_INTERVAL_SECONDS", 3600
 # --- Health (ops.health: manage.py healthcheck and GET /readyz) -----------------------------------
 # Seconds one check may take, and the whole health check (the command's default --timeout; /readyz).
 HEALTH_CHECK_TIMEOUT = env_number("HEALTH_CHECK_TIMEOUT", 3, float)
-HEALTH_TIMEOUT = env_number("HEALTH_TIMEOUT", 5, float)
+HEALTH_TIMEOUT = env_number("HEALTH_TIMEOUT", 10, float)
 # Degraded above this many updates waiting at Telegram, or after a delivery error this recent (seconds).
 HEALTH_PENDING_UPDATES_MAX = env_number("HEALTH_PENDING_UPDATES_MAX", 100)
 HEALTH_TELEGRAM_ERROR_WINDOW_SECONDS = env_number("HEALTH_TELEGRAM_ERROR_WINDOW_SECONDS", 600)

@@ -1,5 +1,6 @@
 import asyncio
 import json
+import logging
 import os
 import sys
 
@@ -70,6 +71,8 @@ def seconds_since_process_start():
 def let_go_of_database_pools():
     """Close the connection pools without waiting for their workers: one may be stuck connecting to a
     black hole, and a pool left to the garbage collector at exit waits up to 5 s for it."""
+    # The pool warns about every worker it did not wait for: expected here, the process is ending.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     for connection in connections.all():
         # Only a pool that exists: the ``pool`` property would open a new one.
         if connection.alias in getattr(connection, "_connection_pools", {}):
