@@ -109,6 +109,12 @@ if DATABASE_URL:
             "timeout": env_number("DATABASE_POOL_TIMEOUT", 10),
         }
         default_db["OPTIONS"].setdefault("connect_timeout", 5)
+        # Behind PgBouncer in transaction mode a server connection is only ours for one transaction:
+        # no server-side cursors (they outlive it) and no prepared statements (psycopg prepares a query
+        # after five runs; PgBouncer before 1.21 cannot route them). docs/deploy.md explains the pool sizes.
+        if env_bool("DATABASE_PGBOUNCER", False):
+            default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
+            default_db["OPTIONS"]["prepare_threshold"] = None
 else:
     default_db = {
         "ENGINE": "django.db.backends.sqlite3",

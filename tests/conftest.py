@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,11 +31,15 @@ BASE_DIR = Path(settings.BASE_DIR)
 def pytest_collection_modifyitems(config, items):
     require = os.environ.get("SUPPORTSITE_REQUIRE_SERVICES") == "1"
     has_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-    missing = {"needs_redis": not settings.REDIS_URL, "needs_postgres": not has_postgres}
+    missing = {
+        "needs_redis": (not settings.REDIS_URL, "set REDIS_URL"),
+        "needs_postgres": (not has_postgres, "set DATABASE_URL"),
+        "needs_nginx": (shutil.which("nginx") is None, "install nginx"),
+    }
     for item in items:
-        for marker, is_missing in missing.items():
+        for marker, (is_missing, what_to_do) in missing.items():
             if item.get_closest_marker(marker) and is_missing:
-                reason = f"{marker}: set {'REDIS_URL' if marker == 'needs_redis' else 'DATABASE_URL'}"
+                reason = f"{marker}: {what_to_do}"
                 if require:
                     item.add_marker(pytest.mark.usefixtures("_fail_missing_service"))
                     item.user_properties.append(("missing_service", reason))
