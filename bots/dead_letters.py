@@ -14,7 +14,7 @@ from django.db import connections
 from django.utils import timezone
 
 from . import updates
-from .handlers import UpdateReport, update_report
+from .handlers import UpdateReport, process_reported
 from .models import DeadLetterUpdate
 
 logger = logging.getLogger(__name__)
@@ -74,11 +74,7 @@ async def replay(application, dead_letter):
         await sync_to_async(_record_attempt)(dead_letter, error=describe(error))
         return False
     report = UpdateReport(update_id=update.update_id)
-    token = update_report.set(report)
-    try:
-        await application.process_update(update)
-    finally:
-        update_report.reset(token)
+    await process_reported(application, update, report)
     if report.errors:
         await sync_to_async(_record_attempt)(dead_letter, error=describe(report.errors[0]))
         return False

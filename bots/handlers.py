@@ -47,6 +47,15 @@ class UpdateReport:
 update_report: ContextVar[UpdateReport | None] = ContextVar("update_report", default=None)
 
 
+async def process_reported(application, update, report):
+    """Process ``update`` through the handlers, which record in ``report`` what they did and their errors."""
+    token = update_report.set(report)
+    try:
+        await application.process_update(update)
+    finally:
+        update_report.reset(token)
+
+
 def report_outcome(outcome):
     report = update_report.get()
     if report is not None:

@@ -21,7 +21,7 @@ from telegram.error import TelegramError
 
 from . import dead_letters, updates
 from .application import get_application
-from .handlers import UpdateReport, update_report
+from .handlers import UpdateReport, process_reported
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +92,7 @@ async def _handle(request, report):
         return JsonResponse({"ok": True})
 
     report.outcome = "ignored"
-    token = update_report.set(report)
-    try:
-        await application.process_update(update)
-    finally:
-        update_report.reset(token)
+    await process_reported(application, update, report)
     if report.errors:
         error = report.errors[0]
         report.outcome = "retry"
