@@ -13,7 +13,8 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.bots import factories
-from tests.conftest import SUBPROCESS_SECRET_KEY, WEBHOOK_SECRET, test_database_url, wait_until
+from tests.conftest import SUBPROCESS_SECRET_KEY, WEBHOOK_SECRET, wait_until
+from tests.conftest import test_database_url as server_database_url
 from tickets import services
 from tickets.models import Message
 
@@ -36,7 +37,7 @@ class ConnectionSampler:
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
-        with psycopg.connect(test_database_url().replace("postgres://", "postgresql://"), autocommit=True) as conn:
+        with psycopg.connect(server_database_url().replace("postgres://", "postgresql://"), autocommit=True) as conn:
             while not self.stopped.is_set():
                 self.samples.append(conn.execute(self.QUERY).fetchone()[0])
                 self.stopped.wait(0.02)
@@ -52,7 +53,7 @@ class ConnectionSampler:
 
 def test_2000_webhook_requests_at_50_concurrent_stay_within_the_pool(start_server):
     server = start_server(
-        DATABASE_URL=f"{test_database_url()}?application_name={SERVER}",
+        DATABASE_URL=f"{server_database_url()}?application_name={SERVER}",
         DATABASE_POOL_MAX_SIZE=POOL_MAX,
         DATABASE_POOL_TIMEOUT=30,
     )
