@@ -175,8 +175,12 @@ class OutboxCheck(Check):
         detail += f", {failed} failed in 24 h"
         silence = timedelta(seconds=settings.HEALTH_WORKER_SILENCE_SECONDS)
         alive = WorkerHeartbeat.objects.filter(beat_at__gte=now - silence)
-        if alive.exists():
-            detail += f"; {alive.count()} worker(s) alive"
+        if count := alive.count():
+            detail += f"; {count} worker(s) alive"
+            if stuck := alive.filter(busy_since__lt=now - silence).count():
+                detail += f", {stuck} busy with one task for over {seconds(silence)}"
+                if stuck == count:
+                    raise ServiceWarning(f"{detail}: no worker is free to take tasks")
         else:
             waiting = DBTaskResult.objects.ready().order_by("enqueued_at").values_list("enqueued_at", flat=True).first()
             if waiting is not None and now - waiting > silence:

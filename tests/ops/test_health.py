@@ -199,6 +199,18 @@ def test_no_worker_alive_while_a_task_waits_fails(transactional_db, settings):
     assert "no task worker alive, a task has waited 300 s" in check.detail
 
 
+def test_every_worker_stuck_in_one_task_degrades(transactional_db, settings):
+    settings.HEALTH_WORKER_SILENCE_SECONDS = 60
+    stuck = Heartbeat("worker-a")
+    stuck.busy_since = timezone.now() - timedelta(minutes=5)
+    stuck.beat()
+
+    check = outbox_check()
+
+    assert check.status == "degraded"
+    assert "1 worker(s) alive, 1 busy with one task for over 60 s: no worker is free" in check.detail
+
+
 def test_no_worker_alive_with_nothing_waiting_only_degrades(transactional_db):
     assert outbox_check().status == "degraded"
 

@@ -1,3 +1,6 @@
+import os
+
+from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 from django_tasks_db.management.commands import db_worker
 
 from ops.worker import Heartbeat
@@ -11,6 +14,9 @@ class Command(db_worker.Command):
     )
 
     def handle(self, *args, worker_id, **options):
+        if options["reload"] and not options["batch"] and os.environ.get(DJANGO_AUTORELOAD_ENV) != "true":
+            # The autoreloader's parent process (DEBUG): it only restarts the child, which beats.
+            return super().handle(*args, worker_id=worker_id, **options)
         heartbeat = Heartbeat(worker_id)
         heartbeat.start()
         try:
