@@ -55,6 +55,11 @@ def keep(bot_id, data, raw_body, error):
     )
 
 
+def forget_sender(sender, telegram_user_id, **kwargs):
+    """Receiver of tickets.hooks.customer_forgotten: the raw updates a forgotten customer sent go too."""
+    DeadLetterUpdate.objects.filter(telegram_user_id=telegram_user_id).delete()
+
+
 def pending(bot_id):
     """The dead letters of ``bot_id`` not replayed yet, oldest first."""
     return DeadLetterUpdate.objects.filter(bot_id=bot_id, replayed_at__isnull=True).order_by("received_at", "pk")

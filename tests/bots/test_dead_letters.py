@@ -8,9 +8,10 @@ from django.core.management import call_command
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
-from bots import updates
+from bots import dead_letters, updates
 from bots.models import DeadLetterUpdate, TelegramUpdate
 from tests.conftest import wait_until
+from tickets import services
 from tickets.models import Message
 
 from . import factories
@@ -97,3 +98,15 @@ def test_dead_letters_are_listed_in_the_admin_and_replayed_by_the_worker(dead_le
     start_worker(server.token)  # the worker's parser still rejects it: the attempt is recorded
     wait_until(lambda: DeadLetterUpdate.objects.get().replay_attempts == 1, message="the worker's replay")
     assert DeadLetterUpdate.objects.get().replayed_at is None
+
+
+def test_forgetting_a_customer_deletes_their_dead_letters_and_no_one_elses(db, admin_user):
+    for user_id, update_id in ((5150, 1), (5151, 2)):
+        update = from_the_future(user_id)
+        update["update_id"] = update_id
+        dead_letters.keep(1, update, json.dumps(update).encode(), TypeError("unreadable"))
+    customer = services.get_or_create_customer(services.TelegramProfile(user_id=5150, first_name="Al"))
+
+    services.forget_customer(customer, acting_user=admin_user)
+
+    assert list(DeadLetterUpdate.objects.values_list("telegram_user_id", flat=True)) == [5151]
