@@ -3,6 +3,7 @@ from django.http import HttpResponse
 from django.urls import include, path
 
 from bots.webhook import telegram_webhook
+from ops.views import readyz
 
 
 def healthz(request):
@@ -15,4 +16,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("telegram/webhook/", telegram_webhook, name="telegram-webhook"),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
 ]

@@ -3,12 +3,15 @@ needs_postgres: they skip on the embedded defaults and fail instead when SUPPORT
 (as in CI), so CI can never pass with them skipped."""
 
 import asyncio
+import itertools
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,11 +35,15 @@ BASE_DIR = Path(settings.BASE_DIR)
 def pytest_collection_modifyitems(config, items):
     require = os.environ.get("SUPPORTSITE_REQUIRE_SERVICES") == "1"
     has_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-    missing = {"needs_redis": not settings.REDIS_URL, "needs_postgres": not has_postgres}
+    missing = {
+        "needs_redis": (not settings.REDIS_URL, "set REDIS_URL"),
+        "needs_postgres": (not has_postgres, "set DATABASE_URL"),
+        "needs_nginx": (shutil.which("nginx") is None, "install nginx"),
+    }
     for item in items:
-        for marker, is_missing in missing.items():
+        for marker, (is_missing, what_to_do) in missing.items():
             if item.get_closest_marker(marker) and is_missing:
-                reason = f"{marker}: set {'REDIS_URL' if marker == 'needs_redis' else 'DATABASE_URL'}"
+                reason = f"{marker}: {what_to_do}"
                 if require:
                     item.add_marker(pytest.mark.usefixtures("_fail_missing_service"))
                     item.user_properties.append(("missing_service", reason))
@@ -98,6 +105,8 @@ def sandbox(_sandbox_server):
 # --- Real server processes (daphne, the task worker) on the test database --------------------------
 
 WEBHOOK_SECRET = "test-webhook-secret"
+# The secret key of the processes the tests start (a test signing sessions for them uses it too).
+SUBPROCESS_SECRET_KEY = "test-secret-key-for-subprocesses-only"
 
 
 def free_port():
@@ -222,7 +231,7 @@ def process_env(transactional_db, sandbox):
             **os.environ,
             "DJANGO_DEBUG": "0",
             "DJANGO_HTTPS": "0",
-            "DJANGO_SECRET_KEY": "test-secret-key-for-subprocesses-only",
+            "DJANGO_SECRET_KEY": SUBPROCESS_SECRET_KEY,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": test_database_url(),
             "TELEGRAM_BOT_TOKEN": token,
@@ -236,11 +245,31 @@ def process_env(transactional_db, sandbox):
     return build
 
 
+# Every process the suite starts, with the secrets it was given: none may ever appear in its log.
+SPAWNED_LOGS: list[tuple[Path, list[str]]] = []
+SECRET_VARIABLES = ("TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "DJANGO_SECRET_KEY")
+
+
 def _spawn(args, env, log_path):
+    SPAWNED_LOGS.append((log_path, [env[name] for name in SECRET_VARIABLES if env.get(name)]))
     log = open(log_path, "wb")
     popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR)
     log.close()
     return popen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log():
+    """After the whole session: the log of every server, worker and command the suite started holds none
+    of the secrets that process was given (the bot token, the webhook secret, the secret key)."""
+    yield
+    leaks = [
+        f"{log_path}: {secret[:4]}…"
+        for log_path, secrets in SPAWNED_LOGS
+        for secret in secrets
+        if secret in log_path.read_text(errors="replace")
+    ]
+    assert not leaks, f"secrets found in process logs: {leaks}"
 
 
 @pytest.fixture
@@ -278,11 +307,11 @@ def start_server(process_env, tmp_path):
 
 @pytest.fixture
 def start_worker(process_env, tmp_path):
-    """Start the task worker (django-tasks-db's db_worker), or another ``command`` of manage.py, for a bot
+    """Start the task worker (manage.py worker), or another ``command`` of manage.py, for a bot
     token; stopped after the test."""
     workers = []
 
-    def start(token, command=("db_worker", "--interval", "0.05", "--no-startup-delay"), **env):
+    def start(token, command=("worker", "--interval", "0.05", "--no-startup-delay"), **env):
         log_path = tmp_path / f"worker-{len(workers)}.log"
         popen = _spawn([sys.executable, "manage.py", *command], process_env(token, **env), log_path)
         worker = Process(popen=popen, log_path=log_path)
@@ -292,3 +321,98 @@ def start_worker(process_env, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+
+
+@dataclass
+class Finished:
+    """A command that ran to its end: its exit code, its output (stdout and stderr) and its wall time."""
+
+    returncode: int
+    output: str
+    seconds: float
+
+
+@pytest.fixture
+def run_command(process_env, tmp_path):
+    """Run ``manage.py *command`` to its end in a production-like process (see process_env)."""
+    runs = itertools.count()
+
+    def run(*command, token=None, **env):
+        log_path = tmp_path / f"command-{next(runs)}.log"
+        started = time.monotonic()
+        env = process_env(token or unique_bot_token(), **env)
+        popen = _spawn([sys.executable, "manage.py", *command], env, log_path)
+        returncode = popen.wait(120)
+        return Finished(returncode, log_path.read_text(errors="replace"), time.monotonic() - started)
+
+    return run
+
+
+# --- Listeners that misbehave, and private Redis servers --------------------------------------------
+
+
+@pytest.fixture
+def closed_port():
+    """A port bound but not listening: every connection is refused at once."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+@pytest.fixture
+def black_hole_port():
+    """A port that accepts connections (the kernel completes the handshake) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        yield listener.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server on its own port and data directory, which a test may stop and start."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.port = free_port()
+        self.popen = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args += ["--save", "", "--appendonly", "no", "--logfile", str(self.directory / "redis.log")]
+        self.popen = subprocess.Popen(args, cwd=self.directory)
+        wait_until(self.answers, message=f"redis-server on port {self.port}")
+        return self
+
+    def answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait(15)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Start private Redis servers (call once per server wanted); stopped after the test."""
+    servers = []
+
+    def start():
+        directory = tmp_path / f"redis-{len(servers)}"
+        directory.mkdir()
+        server = RedisServer(directory)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -110,3 +110,14 @@ def events_after(ticket_id, seq):
     if not events and Ticket.objects.filter(pk=ticket_id, last_seq__gt=seq).exists():
         return None
     return events
+
+
+def outbox_backlog(failed_since):
+    """The outbox at a glance, for the health check: replies queued, the oldest one's creation time,
+    and replies that failed among those created since ``failed_since``."""
+    replies = Message.objects.filter(direction=Message.Direction.OUT)
+    queued = replies.filter(delivery_status=Message.DeliveryStatus.QUEUED).aggregate(
+        count=Count("pk"), oldest=models.Min("created_at")
+    )
+    failed = replies.filter(delivery_status=Message.DeliveryStatus.FAILED, created_at__gte=failed_since).count()
+    return queued["count"], queued["oldest"], failed

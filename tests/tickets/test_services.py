@@ -150,10 +150,11 @@ def test_one_read_cursor_per_agent_and_ticket(ticket, agent):
         ReadCursor.objects.create(ticket=ticket, user=agent, last_read_message=message)
 
 
-def test_telegram_update_id_is_unique(db):
-    TelegramUpdate.objects.create(update_id=42)
+def test_telegram_update_id_is_unique_per_bot(db):
+    TelegramUpdate.objects.create(bot_id=1, update_id=42)
+    TelegramUpdate.objects.create(bot_id=2, update_id=42)  # another bot numbers its own updates
     with pytest.raises(IntegrityError):
-        TelegramUpdate.objects.create(update_id=42)
+        TelegramUpdate.objects.create(bot_id=1, update_id=42)
 
 
 # --- Lifecycle ------------------------------------------------------------------------------------
