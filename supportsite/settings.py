@@ -50,6 +50,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 
 INSTALLED_APPS = [
+    # Before daphne: its runserver then leaves static files to ServeStaticMiddleware, as in production.
+    "servestatic",
     "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -67,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "supportsite.csp.ContentSecurityPolicyMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -211,7 +215,8 @@ CSRF_TRUSTED_ORIGINS = env_list(
 )
 
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL = "/desk/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -227,6 +232,15 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The server serves the apps' static files itself (the desk's script and styles, the admin's), straight
+# from the apps: no collectstatic step and no separate file server in any deployment. ServeStatic's
+# middleware is async, so it adds no thread hop to the webhook.
+SERVESTATIC_USE_FINDERS = True
+
+# --- The desk (tickets' agent pages) ----------------------------------------------------------------
+# Attachments the desk fetches from Telegram for an agent (bots.attachments): larger ones are refused.
+# Telegram's getFile serves at most 20 MB.
+DESK_ATTACHMENT_MAX_BYTES = env_number("DESK_ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024)
 
 LOGGING = {
     "version": 1,
