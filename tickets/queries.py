@@ -114,8 +114,9 @@ def inbox_tickets(tickets, user, *, view, status):
     return tickets
 
 
-def inbox_page(user, *, view="all", status="active", before=None, ticket_id=None, limit=INBOX_PAGE_SIZE):
-    """One page of the inbox as ``user`` sees it, most recent conversation first, in ONE query.
+def inbox_page(user, *, view="all", status="active", before=None, ticket_id=None):
+    """One page (INBOX_PAGE_SIZE tickets) of the inbox as ``user`` sees it, most recent conversation first,
+    in ONE query.
 
     Each ticket comes with its customer and assignee, ``unread_count`` for ``user`` and ``last_message``
     (a dict: id, direction, the text's start, the attachment's summary, the author's id and names).
@@ -144,7 +145,7 @@ def inbox_page(user, *, view="all", status="active", before=None, ticket_id=None
         )[:1]
     )
     tickets = with_unread_count(tickets, user).annotate(last_message=Subquery(latest, output_field=models.JSONField()))
-    return list(tickets.order_by(F("last_message_at").desc(nulls_last=True), "-id")[:limit])
+    return list(tickets.order_by(F("last_message_at").desc(nulls_last=True), "-id")[:INBOX_PAGE_SIZE])
 
 
 def _older_than(last_message_at, ticket_id):
@@ -158,10 +159,11 @@ def _older_than(last_message_at, ticket_id):
     )
 
 
-def conversation(ticket, limit=CONVERSATION_LENGTH):
-    """The ticket's latest ``limit`` messages with their authors, oldest first, and whether older ones exist."""
-    messages = list(ticket.messages.select_related("author").order_by("-id")[: limit + 1])
-    return messages[:limit][::-1], len(messages) > limit
+def conversation(ticket):
+    """The ticket's latest CONVERSATION_LENGTH messages with their authors, oldest first, and whether older
+    ones exist."""
+    messages = list(ticket.messages.select_related("author").order_by("-id")[: CONVERSATION_LENGTH + 1])
+    return messages[:CONVERSATION_LENGTH][::-1], len(messages) > CONVERSATION_LENGTH
 
 
 def read_positions(ticket):
