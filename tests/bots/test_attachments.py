@@ -1,6 +1,8 @@
 """The desk's attachments proxy (SPEC §4) on a real daphne server against the sandbox: a customer's file
 reaches an agent's browser through the server, and Telegram's file URL (with the bot token) never does."""
 
+from types import SimpleNamespace
+
 import httpx
 import pytest
 from django.urls import reverse
@@ -11,14 +13,14 @@ from tickets.models import Message
 
 
 @pytest.fixture
-def desk(start_server, sandbox, agent):
+def start_desk(start_server, sandbox, agent):
     """A server whose sandbox bot delivers updates to it, and an HTTP client logged in as an agent."""
 
     def start(**env):
         server = start_server(**env)
         bot = sandbox.client(server.token)
         bot.set_webhook(f"{server.url}/telegram/webhook/", secret=WEBHOOK_SECRET)
-        return server, bot, logged_in(server, "agent", "agent-password")
+        return SimpleNamespace(server=server, bot=bot, browser=logged_in(server, "agent", "agent-password"))
 
     return start
 
@@ -46,8 +48,9 @@ def attachment_url(message):
     return reverse("desk-attachment", args=[message.pk])
 
 
-def test_an_agent_gets_the_customers_photo_through_the_server(desk):
-    server, bot, browser = desk()
+def test_an_agent_gets_the_customers_photo_through_the_server(start_desk):
+    desk = start_desk()
+    bot, browser = desk.bot, desk.browser
     picture = png()
     message = customer_sends(bot, photo=bot.upload_file("photo", picture, "photo.png", "image/png"))
 
@@ -60,7 +63,7 @@ def test_an_agent_gets_the_customers_photo_through_the_server(desk):
     assert response.headers["Cache-Control"] == "private, max-age=86400, immutable"
     assert response.headers["Content-Security-Policy"].endswith("sandbox")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert server.token not in str(response.headers)
+    assert desk.server.token not in str(response.headers)
     assert "/file/bot" not in str(response.headers)
 
     # Again: the file's path comes from the cache, not from another getFile.
@@ -68,8 +71,9 @@ def test_an_agent_gets_the_customers_photo_through_the_server(desk):
     assert len(bot.calls("getFile")) == 1
 
 
-def test_a_document_downloads_under_its_own_name(desk):
-    server, bot, browser = desk()
+def test_a_document_downloads_under_its_own_name(start_desk):
+    desk = start_desk()
+    bot, browser = desk.bot, desk.browser
     file_id = bot.upload_file("document", b"%PDF-1.4 invoice", "invoice 42.pdf", "application/pdf")
     message = customer_sends(bot, document={"file_id": file_id, "file_unique_id": "u1", "file_name": "invoice 42.pdf"})
 
@@ -80,8 +84,9 @@ def test_a_document_downloads_under_its_own_name(desk):
     assert response.headers["Content-Disposition"] == 'attachment; filename="invoice 42.pdf"'
 
 
-def test_a_file_over_the_limit_is_refused_before_it_is_fetched(desk):
-    server, bot, browser = desk(DESK_ATTACHMENT_MAX_BYTES=1000)
+def test_a_file_over_the_limit_is_refused_before_it_is_fetched(start_desk):
+    desk = start_desk(DESK_ATTACHMENT_MAX_BYTES=1000)
+    bot, browser = desk.bot, desk.browser
     message = customer_sends(bot, photo=bot.upload_file("photo", png(), "photo.png", "image/png"))
 
     response = browser.get(attachment_url(message))
@@ -91,8 +96,9 @@ def test_a_file_over_the_limit_is_refused_before_it_is_fetched(desk):
     assert bot.calls("getFile") == []
 
 
-def test_a_message_without_a_file_is_404(desk):
-    server, bot, browser = desk()
+def test_a_message_without_a_file_is_404(start_desk):
+    desk = start_desk()
+    bot, browser = desk.bot, desk.browser
     message = customer_sends(bot, text="just words")
 
     response = browser.get(attachment_url(message))
@@ -102,8 +108,9 @@ def test_a_message_without_a_file_is_404(desk):
     assert browser.get(reverse("desk-attachment", args=[999999])).status_code == 404
 
 
-def test_a_file_telegram_no_longer_has_is_404_and_telegram_down_is_502(desk):
-    server, bot, browser = desk()
+def test_a_file_telegram_no_longer_has_is_404_and_telegram_down_is_502(start_desk):
+    desk = start_desk()
+    bot, browser = desk.bot, desk.browser
     message = customer_sends(bot, photo=bot.upload_file("photo", png(), "photo.png", "image/png"))
 
     bot.add_fault("getFile", error_code=400, description="Bad Request: invalid file_id")
@@ -117,4 +124,4 @@ def test_a_file_telegram_no_longer_has_is_404_and_telegram_down_is_502(desk):
     assert "try again" in response.json()["error"]
 
     assert browser.get(attachment_url(message)).status_code == 200
-    assert server.token not in server.log()
+    assert desk.server.token not in desk.server.log()

@@ -243,7 +243,7 @@ def test_an_inbox_row_has_the_unread_count_the_last_message_and_the_seq(agent_cl
 
 
 def test_an_attachment_shows_as_its_summary_in_the_preview(agent_client):
-    message, _ = services.record_inbound_message(
+    services.record_inbound_message(
         TelegramProfile(user_id=1),
         text="",
         telegram_message_id=1,
@@ -297,7 +297,9 @@ def test_the_inbox_answers_one_ticket_only_if_it_is_in_the_view(agent_client, ag
     assert ticket_ids(inbox(agent_client, ticket=ticket.pk, view="mine")) == []
 
 
-@pytest.mark.parametrize("params", [{"before": "yesterday|1"}, {"before": "2026-01-01T00:00:00+00:00|x"}, {"ticket": "a"}])
+@pytest.mark.parametrize(
+    "params", [{"before": "yesterday|1"}, {"before": "2026-01-01T00:00:00+00:00|x"}, {"ticket": "a"}]
+)
 def test_the_inbox_refuses_a_malformed_parameter(agent_client, params):
     response = agent_client.get(INBOX_DATA, params)
 
@@ -501,4 +503,3 @@ def test_the_script_and_styles_are_served_by_the_app(client):
         response = client.get(f"/static/desk/{name}")
         assert response.status_code == 200
         assert response["Content-Type"].startswith(content_type)
-
