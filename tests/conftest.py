@@ -177,6 +177,8 @@ class Process:
 
     popen: subprocess.Popen
     log_path: Path
+    args: tuple = ()
+    env: dict | None = None
 
     def log(self):
         return self.log_path.read_text(errors="replace")
@@ -190,6 +192,11 @@ class Process:
                 self.popen.kill()
                 self.popen.wait()
 
+    def restart(self):
+        """Stop the process and start it again, the same way; its log goes on in the same file."""
+        self.stop()
+        self.popen = _spawn(self.args, self.env, self.log_path, mode="ab")
+
 
 @dataclass
 class Server(Process):
@@ -200,35 +207,82 @@ class Server(Process):
         headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
         return httpx.post(f"{self.url}/telegram/webhook/", json=update, headers=headers, timeout=30, **kwargs)
 
+    def wait_ready(self):
+        def ready():
+            if self.popen.poll() is not None:
+                pytest.fail(f"daphne exited with {self.popen.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, message=f"daphne at {self.url}")
+
+    def restart(self):
+        """Stop daphne and start it again on the same port (open WebSockets drop and must reconnect)."""
+        super().restart()
+        self.wait_ready()
+
+
+def server_environment(token, sandbox_url, **overrides):
+    """Environment for a production-like server or worker on the test database and the sandbox."""
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_HTTPS": "0",
+        "DJANGO_SECRET_KEY": "test-secret-key-for-subprocesses-only",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": test_database_url(),
+        "TELEGRAM_BOT_TOKEN": token,
+        "TELEGRAM_API_URL": sandbox_url,
+        "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update({name: str(value) for name, value in overrides.items()})
+    return env
+
 
 @pytest.fixture
 def process_env(transactional_db, sandbox):
-    """Environment for a production-like server or worker on the test database and the sandbox."""
+    """server_environment for this test's database and sandbox: ``process_env(token, **overrides)``."""
 
     def build(token, **overrides):
-        env = {
-            **os.environ,
-            "DJANGO_DEBUG": "0",
-            "DJANGO_HTTPS": "0",
-            "DJANGO_SECRET_KEY": "test-secret-key-for-subprocesses-only",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": test_database_url(),
-            "TELEGRAM_BOT_TOKEN": token,
-            "TELEGRAM_API_URL": sandbox.url,
-            "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.update({name: str(value) for name, value in overrides.items()})
-        return env
+        return server_environment(token, sandbox.url, **overrides)
 
     return build
 
 
-def _spawn(args, env, log_path):
-    log = open(log_path, "wb")
+def _spawn(args, env, log_path, mode="wb"):
+    log = open(log_path, mode)
     popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR)
     log.close()
     return popen
+
+
+def launch_server(env, log_dir):
+    """daphne serving supportsite with ``env`` on a free port, once it answers; the caller stops it."""
+    port = free_port()
+    args = (sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application")
+    log_path = log_dir / f"daphne-{port}.log"
+    server = Server(
+        popen=_spawn(args, env, log_path),
+        log_path=log_path,
+        args=args,
+        env=env,
+        url=f"http://127.0.0.1:{port}",
+        token=env["TELEGRAM_BOT_TOKEN"],
+    )
+    server.wait_ready()
+    return server
+
+
+WORKER_COMMAND = ("db_worker", "--interval", "0.05", "--no-startup-delay")
+
+
+def launch_worker(env, log_path, command=WORKER_COMMAND):
+    """The task worker (or another ``command`` of manage.py) with ``env``; the caller stops it."""
+    args = (sys.executable, "manage.py", *command)
+    return Process(popen=_spawn(args, env, log_path), log_path=log_path, args=args, env=env)
 
 
 @pytest.fixture
@@ -237,26 +291,8 @@ def start_server(process_env, tmp_path):
     servers = []
 
     def start(token=None, **env):
-        token = token or unique_bot_token()
-        port = free_port()
-        log_path = tmp_path / f"daphne-{port}.log"
-        popen = _spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application"],
-            process_env(token, **env),
-            log_path,
-        )
-        server = Server(popen=popen, log_path=log_path, url=f"http://127.0.0.1:{port}", token=token)
+        server = launch_server(process_env(token or unique_bot_token(), **env), tmp_path)
         servers.append(server)
-
-        def ready():
-            if popen.poll() is not None:
-                pytest.fail(f"daphne exited with {popen.returncode}:\n{server.log()}")
-            try:
-                return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, message=f"daphne on port {port}")
         return server
 
     yield start
@@ -270,10 +306,8 @@ def start_worker(process_env, tmp_path):
     token; stopped after the test."""
     workers = []
 
-    def start(token, command=("db_worker", "--interval", "0.05", "--no-startup-delay"), **env):
-        log_path = tmp_path / f"worker-{len(workers)}.log"
-        popen = _spawn([sys.executable, "manage.py", *command], process_env(token, **env), log_path)
-        worker = Process(popen=popen, log_path=log_path)
+    def start(token, command=WORKER_COMMAND, **env):
+        worker = launch_worker(process_env(token, **env), tmp_path / f"worker-{len(workers)}.log", command)
         workers.append(worker)
         return worker
 
