@@ -96,7 +96,7 @@ class LiveSocket {
     this.socket = null;
     this.timer = null;
     this.indicator = document.getElementById("connection");
-    window.addEventListener("online", () => this.connectNow());
+    window.addEventListener("online", () => this.retryNow());
   }
 
   connect() {
@@ -135,14 +135,16 @@ class LiveSocket {
     this.timer = setTimeout(() => this.connect(), Math.random() * ceiling);
   }
 
-  // Start over on a fresh socket now (after a gap in the events, or when the network is back).
-  connectNow() {
-    if (this.socket) {
-      this.socket.close(4000, "starting over");
-    } else if (this.timer) {
-      clearTimeout(this.timer);
-      this.connect();
-    }
+  // Waiting to reconnect (the network is back): do it now.
+  retryNow() {
+    if (this.socket || !this.timer) return;
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
+  // Start over on a fresh socket (a gap in the events): the close handler reconnects.
+  startOver() {
+    this.socket?.close(4000, "starting over");
   }
 
   send(frame) {
@@ -410,7 +412,7 @@ function startTicket() {
         return showError(event);
     }
     if (typeof event.seq !== "number" || event.seq <= lastSeq) return; // already shown
-    if (event.seq > lastSeq + 1) return socket.connectNow(); // a gap: a fresh socket replays from lastSeq
+    if (event.seq > lastSeq + 1) return socket.startOver(); // a gap: a fresh socket replays from lastSeq
     lastSeq = event.seq;
     if (event.type === "message") showMessage(event.message);
     else if (event.type === "delivery") showDelivery(event);
@@ -421,6 +423,8 @@ function startTicket() {
   // Messages
 
   function showMessage(message) {
+    // An edit of a message older than those shown: the admin has it.
+    if (!messages.has(message.id) && state.earlier && message.id < Math.min(...messages.keys())) return;
     const atEnd = nearEnd();
     const entry = message.client_msg_id && pending.get(message.client_msg_id);
     if (entry) {
@@ -544,8 +548,17 @@ function startTicket() {
     note.hidden = !text;
   }
 
+  // A refused reply (the server names its client_msg_id) stays on the page as not sent, until discarded.
   function showError(event) {
-    showNote(event.detail || event.code || "The server refused that.");
+    const entry = event.client_msg_id && pending.get(event.client_msg_id);
+    if (!entry) return showNote(event.detail || event.code || "The server refused that.");
+    pending.delete(event.client_msg_id);
+    const discard = h("button", { type: "button", class: "button button--small" }, "Discard");
+    discard.addEventListener("click", () => entry.node.remove());
+    entry.node.querySelector(".message__status").replaceChildren(
+      h("span", { class: "tick tick--failed" }, `⚠ Not sent: ${event.detail}`),
+      discard,
+    );
   }
 
   // Typing, like Zulip: "start" while typing (refreshed), "stop" when done; the others expire it themselves.
