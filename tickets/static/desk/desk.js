@@ -370,6 +370,8 @@ function startTicket() {
   const typists = new Map(); // user id -> {user, timer}
 
   const scroller = document.getElementById("chat-scroll");
+  let followingEnd = true; // the agent is at the end of the conversation: keep them there
+  scroller.addEventListener("scroll", () => (followingEnd = nearEnd()));
   const list = document.getElementById("messages");
   const typingLine = document.getElementById("typing");
   const composer = document.getElementById("composer");
@@ -425,7 +427,7 @@ function startTicket() {
   function showMessage(message) {
     // An edit of a message older than those shown: the admin has it.
     if (!messages.has(message.id) && state.earlier && message.id < Math.min(...messages.keys())) return;
-    const atEnd = nearEnd();
+    const atEnd = followingEnd;
     const entry = message.client_msg_id && pending.get(message.client_msg_id);
     if (entry) {
       entry.node.remove();
@@ -482,11 +484,9 @@ function startTicket() {
     if (!attachment.file_id) return h("p", { class: "attachment attachment--info" }, label);
     const url = state.attachment_url.replace("{id}", message.id);
     if (attachment.kind === "photo" || attachment.kind === "sticker") {
-      return h(
-        "a",
-        { class: "attachment attachment--image", href: url, target: "_blank", rel: "noopener" },
-        h("img", { src: url, alt: label, width: attachment.width, height: attachment.height, loading: "lazy" }),
-      );
+      const image = h("img", { src: url, alt: label, width: attachment.width, height: attachment.height });
+      image.addEventListener("load", () => scrollToEnd(followingEnd));
+      return h("a", { class: "attachment attachment--image", href: url, target: "_blank", rel: "noopener" }, image);
     }
     return h("a", { class: "attachment attachment--file", href: url, download: true }, `⬇ ${label}`);
   }
@@ -672,7 +672,7 @@ function startTicket() {
       : `Reply to ${ticket.customer.name} · Enter sends, Shift+Enter for a new line`;
   }
 
-  // Scrolling: follow new messages only when the agent is already at the end.
+  // Scrolling: follow new messages (and pictures as they load) only when the agent is at the end.
 
   function nearEnd() {
     return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
