@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
+from tests.conftest import resolve
 from tickets import services
 from tickets.hooks import announced
 from tickets.models import Customer, Message, Ticket
@@ -401,7 +402,7 @@ def test_a_refused_status_change_shows_on_the_status_field_and_changes_nothing(a
 def test_a_refused_status_change_also_drops_the_reply_and_assignment_saved_with_it(
     agent_client, other_agent, ticket, announcements, django_capture_on_commit_callbacks
 ):
-    services.change_ticket_status(ticket, Ticket.Status.RESOLVED, acting_user=None)
+    resolve(ticket, days_ago=30)
     newer = customer_writes(100, "Another question").ticket
     assert newer != ticket
     data = change_form_data(agent_client, ticket, status="open", reply="Reopening this one", assignee=other_agent.pk)
@@ -600,7 +601,7 @@ def test_a_refused_close_is_reported_as_a_warning(agent_client, monkeypatch):
 def test_customer_list_counts_tickets_in_the_same_queries_for_3_or_30_customers(agent_client):
     def add_customers(first_user_id, count):
         for user_id in range(first_user_id, first_user_id + count):
-            services.change_ticket_status(customer_writes(user_id).ticket, Ticket.Status.RESOLVED, acting_user=None)
+            services.change_ticket_status(customer_writes(user_id).ticket, Ticket.Status.CLOSED, acting_user=None)
             customer_writes(user_id)
 
     add_customers(1, 3)
