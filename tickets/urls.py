@@ -10,4 +10,5 @@ urlpatterns = [
     path("tickets/<int:ticket_id>/", views.ticket_page, name="desk-ticket"),
     path("tickets/<int:ticket_id>/status/", views.change_status, name="desk-ticket-status"),
     path("tickets/<int:ticket_id>/assignee/", views.change_assignee, name="desk-ticket-assignee"),
+    path("messages/<int:message_id>/resend/", views.resend, name="desk-resend"),
 ]

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import queries, services
 from .agents import agent_api, agent_page
 from .forms import AgentLoginForm
-from .models import Ticket
+from .models import Message, Ticket
 from .snapshots import message_data, ticket_data, user_data
 
 login = LoginView.as_view(
@@ -138,6 +138,7 @@ def ticket_page(request, ticket_id):
         "me": user_data(request.user),
         "transitions": {status: sorted(targets) for status, targets in services.ALLOWED_TRANSITIONS.items()},
         "attachment_url": reverse("desk-attachment", args=[0]).replace("/0/", "/{id}/"),
+        "resend_url": reverse("desk-resend", args=[0]).replace("/0/", "/{id}/"),
     }
     context = {
         "ticket": ticket,
@@ -193,3 +194,17 @@ def change_assignee(request, ticket):
         if assignee is None:
             raise ValueError(f"There is no user {assignee_id!r}.")
     return services.assign_ticket(ticket, assignee, acting_user=request.user)
+
+
+@agent_api
+@require_POST
+def resend(request, message_id):
+    """POST: queue a failed reply again (services.resend_reply); the page hears of it as a delivery event."""
+    message = Message.objects.select_related("ticket").filter(pk=message_id).first()
+    if message is None:
+        return json_error(404, f"Message {message_id} does not exist.")
+    try:
+        reply = services.resend_reply(message, acting_user=request.user)
+    except services.TicketRuleError as refused:
+        return json_error(409, str(refused))
+    return JsonResponse({"message": message_data(reply)})

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tickets import queries, services
-from tickets.models import Ticket, TicketEvent
+from tickets.models import Message, Ticket, TicketEvent
 from tickets.services import TelegramProfile
 
 pytestmark = pytest.mark.django_db
@@ -154,6 +154,7 @@ def test_endpoints_answer_401_to_anyone_logged_out_and_403_to_a_non_agent(client
         ("post", reverse("desk-ticket-status", args=[ticket.pk]), {"status": "resolved"}),
         ("post", reverse("desk-ticket-assignee", args=[ticket.pk]), {"assignee": ""}),
         ("get", reverse("desk-attachment", args=[ticket.messages.get().pk]), {}),
+        ("post", reverse("desk-resend", args=[ticket.messages.get().pk]), {}),
     ]
     for method, url, data in calls:
         response = getattr(client, method)(url, data)
@@ -328,6 +329,7 @@ def test_a_ticket_page_hands_its_script_the_conversation_reads_and_seq(agent_cli
     assert state["reads"] == [{"user": {"id": other_agent.pk, "name": "agent2"}, "message_id": reply.pk}]
     assert state["me"] == {"id": agent.pk, "name": "agent"}
     assert state["attachment_url"] == "/desk/attachments/{id}/"
+    assert state["resend_url"] == "/desk/messages/{id}/resend/"
     assert state["transitions"]["closed"] == []
     content = response.content.decode()
     assert "@parcel_person" in content and ">7<" in content and ">de<" in content
@@ -455,6 +457,35 @@ def test_changes_need_a_post_with_the_csrf_token(agent):
     response = client.post(status_url(ticket), {"status": "resolved"}, headers={"X-CSRFToken": token})
     assert response.status_code == 200
     assert Ticket.objects.get().status == "resolved"
+
+
+def test_re_sending_a_failed_reply_queues_it_again_once(agent_client, agent):
+    ticket = customer_writes(1).ticket
+    reply, _ = services.queue_reply(ticket, "Here is your refund", author=agent)
+    Message.objects.filter(pk=reply.pk).update(delivery_status="failed", delivery_error="The customer blocked the bot.")
+    url = reverse("desk-resend", args=[reply.pk])
+
+    response = agent_client.post(url)
+
+    assert response.status_code == 200
+    assert response.json()["message"]["delivery_status"] == "queued"
+    reply.refresh_from_db()
+    assert reply.delivery_status == "queued"
+    event = TicketEvent.objects.filter(ticket=ticket).last()
+    assert (event.kind, event.actor, event.data["status"]) == ("delivery", agent, "queued")
+
+    again = agent_client.post(url)
+    assert again.status_code == 409
+    assert "has not failed" in again.json()["error"]
+
+
+def test_re_sending_what_is_not_a_failed_reply_is_refused(agent_client):
+    message = customer_writes(1)
+
+    assert agent_client.post(reverse("desk-resend", args=[message.pk])).status_code == 409
+    response = agent_client.post(reverse("desk-resend", args=[999999]))
+    assert response.status_code == 404
+    assert response.json() == {"error": "Message 999999 does not exist."}
 
 
 # --- Content-Security-Policy and static files ------------------------------------------------------------

@@ -495,9 +495,24 @@ function startTicket() {
     const status = h("div", { class: "message__status" });
     if (message.delivery_status === "sent") status.append(h("span", { class: "tick tick--sent" }, "✓ Sent"));
     else if (message.delivery_status === "failed") {
-      status.append(h("span", { class: "tick tick--failed" }, `⚠ Not delivered: ${message.delivery_error || "unknown reason"}`));
+      const reason = message.delivery_error || "unknown reason";
+      const resend = h("button", { type: "button", class: "button button--small" }, "Re-send");
+      resend.addEventListener("click", () => resendReply(message, resend));
+      status.append(h("span", { class: "tick tick--failed" }, `⚠ Not delivered: ${reason}`), resend);
+    } else if (message.delivery_error) {
+      status.append(h("span", { class: "tick tick--queued" }, `◷ Queued, retrying: ${message.delivery_error}`));
     } else status.append(h("span", { class: "tick tick--queued" }, "◷ Queued"));
     return status;
+  }
+
+  // The reply goes back to queued; the page hears of it, like every page, as a delivery event.
+  async function resendReply(message, button) {
+    button.disabled = true;
+    const { ok, data } = await post(state.resend_url.replace("{id}", message.id), {});
+    if (!ok) {
+      button.disabled = false;
+      showNote(data.error);
+    }
   }
 
   // The composer: Enter sends, Shift+Enter is a new line.
