@@ -175,3 +175,23 @@ async def test_status_and_assignee_changes_reach_every_page(desk, agents):
     await expect(alice.locator("#composer-text")).to_be_disabled()
     # The inbox shows open and pending tickets: the closed one leaves it.
     await expect(row).to_have_count(0)
+
+
+async def test_a_failed_reply_says_why_and_can_be_re_sent(desk, agents):
+    ticket = await customer_writes(desk, 507, "Where is my refund?", first_name="Noor")
+    # The bot's automatic reply is through; from now on the customer has blocked the bot.
+    await blocking(wait_until, lambda: len(desk.bot.chat(507)) == 2, message="the automatic reply")
+    await blocking(desk.bot.add_fault, "sendMessage", error_code=403, chat_id=507, times=None)
+    page = await desk.open(agents.alice, ticket_path(ticket))
+    await live(page)
+
+    await page.locator("#composer-text").fill("Your refund is on its way")
+    await page.locator("#composer-text").press("Enter")
+
+    reply = page.locator(".message--out", has_text="Your refund is on its way")
+    await expect(reply.locator(".tick")).to_contain_text("Not delivered: The customer has blocked the bot")
+    await blocking(desk.bot.clear_faults)
+    await reply.get_by_role("button", name="Re-send").click()
+    await expect(reply.locator(".tick")).to_have_text("✓ Sent")
+    chat = await blocking(desk.bot.chat, 507)
+    assert [message.get("text") for message in chat].count("Your refund is on its way") == 1
