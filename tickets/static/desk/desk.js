@@ -434,8 +434,8 @@ function startTicket() {
       pending.delete(message.client_msg_id);
     }
     messages.set(message.id, message);
-    const node = renderMessage(message);
     const old = nodes.get(message.id);
+    const node = renderMessage(message);
     if (old) old.replaceWith(node);
     else {
       const after = [...nodes.keys()].filter((id) => id > message.id).sort((a, b) => a - b)[0];
@@ -452,8 +452,8 @@ function startTicket() {
     if (!message) return;
     message.delivery_status = event.status;
     message.delivery_error = event.error || null;
-    const node = renderMessage(message);
-    nodes.get(message.id).replaceWith(node);
+    const old = nodes.get(message.id);
+    old.replaceWith(renderMessage(message));
     markSeen();
   }
 
