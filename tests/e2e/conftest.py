@@ -37,6 +37,7 @@ ARTIFACTS = BASE_DIR / "test-artifacts" / "e2e"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 375, "height": 740}
 PASSWORD = "desk-password"
+BROWSER_RAN = []  # non-empty once this session has started the browser (and so written screenshots)
 
 # Playwright's assertions poll until they hold; give a busy machine time.
 expect.set_options(timeout=20_000)
@@ -51,7 +52,7 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 
 def pytest_terminal_summary(terminalreporter):
-    if ARTIFACTS.exists() and any(ARTIFACTS.iterdir()):
+    if BROWSER_RAN and ARTIFACTS.exists():
         terminalreporter.write_line(f"Browser test screenshots: {ARTIFACTS}")
 
 
@@ -60,6 +61,7 @@ async def browser():
     if not shutil.which(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`apt-get install -y chromium`).")
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    BROWSER_RAN.append(True)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser
