@@ -233,8 +233,8 @@ class TicketEvent(models.Model):
     class Kind(models.TextChoices):
         MESSAGE = "message", "Message"  # an inbound message, or an outbound reply queued
         EDIT = "edit", "Edit"  # the customer edited a message
-        DELIVERY = "delivery", "Delivery"  # a reply was sent, or failed
-        TICKET = "ticket", "Ticket"  # the ticket was opened, or its status or assignee changed
+        DELIVERY = "delivery", "Delivery"  # a reply was sent, failed, is held up by a retry, or queued again
+        TICKET = "ticket", "Ticket"  # opened, status or assignee changed, or its customer forgotten
         READ = "read", "Read"  # an agent's read cursor moved forward
 
     class ActorKind(models.TextChoices):

@@ -331,6 +331,10 @@ class SandboxBot:
         for kind in MEDIA_KINDS.keys() & fields.keys():
             if not isinstance(fields[kind], dict | list):
                 fields[kind] = self.store_file(kind, fields[kind]).as_media(kind)
+        command = re.match(r"/\w+(@\w+)?", fields.get("text") or "")
+        if command and "entities" not in fields:
+            # Telegram marks a leading command, which is how bots (PTB's CommandHandler) recognise it.
+            fields["entities"] = [{"type": "bot_command", "offset": 0, "length": command.end()}]
         if isinstance(fields.get("reply_to_message"), int):
             replied = chat.find(fields.pop("reply_to_message"))
             if replied is not None:

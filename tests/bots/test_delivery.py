@@ -2,18 +2,19 @@
 
 import asyncio
 import contextlib
+import random
 
 import httpx
 import pytest
 from django_tasks_db.models import DBTaskResult
 
 from bots.application import shutdown_application
-from bots.delivery import show_customer_typing
+from bots.delivery import reserve_send_slot, show_customer_typing
 from realtime.groups import ticket_group
 from tests.conftest import listen_to, next_event, wait_until
 from tests.tcp_proxy import TcpProxy
 from tickets import services
-from tickets.models import Message
+from tickets.models import Message, TicketEvent
 from tickets.services import TelegramProfile
 
 FAST_RETRIES = {"TELEGRAM_DELIVERY_BACKOFF_SECONDS": "0.1"}
@@ -125,6 +126,12 @@ def test_three_server_errors_then_success_deliver_once_after_four_attempts(bot, 
     assert len(sends(bot)) == 4
     assert reply.delivery_attempts == 4
     assert [m["text"] for m in bot.chat(103)].count("We are on it") == 1
+    # The agent saw it held up once (the first failure of the run), then sent.
+    deliveries = TicketEvent.objects.filter(ticket=ticket, kind="delivery").order_by("seq")
+    [(held, held_error), (done, _)] = deliveries.values_list("data__status", "data__error")
+    assert (held, done) == ("queued", "sent")
+    assert held_error.startswith("Could not reach Telegram: Bad Gateway.")
+    assert "later replies to this customer wait for this one" in held_error
 
 
 def test_seven_429s_then_a_502_then_success_deliver_once_and_the_429s_cost_no_retry_window(bot, start_worker, agent):
@@ -278,3 +285,12 @@ def test_only_agents_can_send_typing(bot, start_server, django_user_model):
 
     assert answer.status_code == 302  # to the admin login
     assert not bot.calls("sendChatAction")
+
+
+def test_sends_take_places_within_telegrams_overall_limit_in_the_first_second_that_has_one(settings):
+    settings.TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = 2
+    now = random.randint(10**9, 2 * 10**9) + 0.25  # a second no other test has counted in
+
+    waits = [reserve_send_slot(now) for _ in range(5)]
+
+    assert waits == [0, 0, 0.75, 0.75, 1.75]

@@ -33,8 +33,9 @@ def check_reply(text, attachment):
         return
     kind = attachment.get("kind") if isinstance(attachment, dict) else None
     if kind not in SENDABLE_ATTACHMENTS:
+        what = f"An attachment of kind “{kind}”" if kind else "An attachment without a kind"
         raise TicketRuleError(
-            f"A {kind or 'attachment of unknown kind'} cannot be sent to a customer; "
+            f"{what} cannot be sent to a customer; "
             f"a reply can carry a {', '.join(SENDABLE_ATTACHMENTS[:-1])} or {SENDABLE_ATTACHMENTS[-1]}."
         )
     if not isinstance(attachment.get("file_id"), str) or not attachment["file_id"]:
@@ -43,8 +44,8 @@ def check_reply(text, attachment):
         raise TicketRuleError(f"A {kind} cannot carry text in Telegram; send the text as a reply of its own.")
     if len(text) > TELEGRAM_CAPTION_LIMIT:
         raise TicketRuleError(
-            f"Text sent with a {kind} (its caption) can be at most {TELEGRAM_CAPTION_LIMIT} characters; this one "
-            f"has {len(text)}. Send the text as a reply of its own."
+            f"The text of a reply with an attachment (its caption) can be at most {TELEGRAM_CAPTION_LIMIT} "
+            f"characters; this one has {len(text)}. Send the text as a reply of its own."
         )
 
 
