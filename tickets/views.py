@@ -5,6 +5,7 @@ the requesting agent as the acting user, and reaches every open page as the tick
 (the WebSocket protocol) is realtime's; the pages' behaviour is static/desk/desk.js.
 """
 
+import functools
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
@@ -157,6 +158,7 @@ def ticket_change(change):
 
     @agent_api
     @require_POST
+    @functools.wraps(change)
     def endpoint(request, ticket_id):
         ticket = Ticket.objects.filter(pk=ticket_id).first()
         if ticket is None:
@@ -170,8 +172,6 @@ def ticket_change(change):
         # The services answer the ticket as their transaction left it (customer, assignee and seq loaded).
         return JsonResponse({"ticket": ticket_summary(ticket)})
 
-    endpoint.__name__ = change.__name__
-    endpoint.__doc__ = change.__doc__
     return endpoint
 
 
