@@ -121,10 +121,10 @@ def test_database_url():
     return f"sqlite:///{db['NAME']}"
 
 
-def wait_until(predicate, timeout=20, message="condition"):
+def wait_until(predicate, timeout=20, message="condition", interval=0.05):
     """The sandbox client's poll-with-a-deadline, failing the test with what it was waiting for."""
     try:
-        return poll_until(predicate, timeout=timeout)
+        return poll_until(predicate, timeout=timeout, interval=interval)
     except AssertionError:
         pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
 
