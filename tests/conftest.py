@@ -133,12 +133,14 @@ def lock_waits():
     """How many transactions on the test database are waiting (in PostgreSQL) for a lock held by another."""
     query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
     with connection.cursor() as cursor:
+        # Inside a transaction PostgreSQL keeps showing its first snapshot of the activity unless cleared.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         return cursor.execute(query).fetchone()[0]
 
 
-def wait_for_lock_wait(message):
-    """Poll PostgreSQL until a transaction on the test database is waiting for a lock held by another."""
-    wait_until(lock_waits, message=message)
+def wait_for_lock_wait(message, count=1):
+    """Poll PostgreSQL until ``count`` transactions on the test database wait for locks held by others."""
+    wait_until(lambda: lock_waits() >= count, message=message)
 
 
 # --- Listening to the channel layer like a consumer would -------------------------------------------
