@@ -51,6 +51,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 
 INSTALLED_APPS = [
+    # Before daphne: its runserver then leaves static files to ServeStaticMiddleware, as in production.
+    "servestatic",
     "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -69,6 +71,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "supportsite.csp.ContentSecurityPolicyMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -281,7 +285,8 @@ CSRF_TRUSTED_ORIGINS = env_list(
 )
 
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL = "/desk/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -297,6 +302,15 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The server serves the apps' static files itself (the desk's script and styles, the admin's), straight
+# from the apps: no collectstatic step and no separate file server in any deployment. ServeStatic's
+# middleware is async, so it adds no thread hop to the webhook.
+SERVESTATIC_USE_FINDERS = True
+
+# --- The desk (tickets' agent pages) ----------------------------------------------------------------
+# Attachments the desk fetches from Telegram for an agent (bots.attachments): larger ones are refused.
+# Telegram's getFile serves at most 20 MB.
+DESK_ATTACHMENT_MAX_BYTES = env_number("DESK_ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024)
 
 # plain: one readable line per record; json: one JSON object per line, for a log pipeline.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")

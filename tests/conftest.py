@@ -142,12 +142,14 @@ def lock_waits():
     """How many transactions on the test database are waiting (in PostgreSQL) for a lock held by another."""
     query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
     with connection.cursor() as cursor:
+        # Inside a transaction PostgreSQL keeps showing its first snapshot of the activity unless cleared.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         return cursor.execute(query).fetchone()[0]
 
 
-def wait_for_lock_wait(message):
-    """Poll PostgreSQL until a transaction on the test database is waiting for a lock held by another."""
-    wait_until(lock_waits, message=message)
+def wait_for_lock_wait(message, count=1):
+    """Poll PostgreSQL until ``count`` transactions on the test database wait for locks held by others."""
+    wait_until(lambda: lock_waits() >= count, message=message)
 
 
 # --- Listening to the channel layer like a consumer would -------------------------------------------
@@ -198,6 +200,8 @@ class Process:
 
     popen: subprocess.Popen
     log_path: Path
+    args: tuple = ()
+    env: dict | None = None
 
     def log(self):
         return self.log_path.read_text(errors="replace")
@@ -211,6 +215,11 @@ class Process:
                 self.popen.kill()
                 self.popen.wait()
 
+    def restart(self):
+        """Stop the process and start it again, the same way; its log goes on in the same file."""
+        self.stop()
+        self.popen = _spawn(self.args, self.env, self.log_path, mode="ab")
+
 
 @dataclass
 class Server(Process):
@@ -221,26 +230,47 @@ class Server(Process):
         headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
         return httpx.post(f"{self.url}/telegram/webhook/", json=update, headers=headers, timeout=30, **kwargs)
 
+    def wait_ready(self):
+        def ready():
+            if self.popen.poll() is not None:
+                pytest.fail(f"daphne exited with {self.popen.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, message=f"daphne at {self.url}")
+
+    def restart(self):
+        """Stop daphne and start it again on the same port (open WebSockets drop and must reconnect)."""
+        super().restart()
+        self.wait_ready()
+
+
+def server_environment(token, sandbox_url, **overrides):
+    """Environment for a production-like server or worker on the test database and the sandbox."""
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_HTTPS": "0",
+        "DJANGO_SECRET_KEY": SUBPROCESS_SECRET_KEY,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": test_database_url(),
+        "TELEGRAM_BOT_TOKEN": token,
+        "TELEGRAM_API_URL": sandbox_url,
+        "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update({name: str(value) for name, value in overrides.items()})
+    return env
+
 
 @pytest.fixture
 def process_env(transactional_db, sandbox):
-    """Environment for a production-like server or worker on the test database and the sandbox."""
+    """server_environment for this test's database and sandbox: ``process_env(token, **overrides)``."""
 
     def build(token, **overrides):
-        env = {
-            **os.environ,
-            "DJANGO_DEBUG": "0",
-            "DJANGO_HTTPS": "0",
-            "DJANGO_SECRET_KEY": SUBPROCESS_SECRET_KEY,
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": test_database_url(),
-            "TELEGRAM_BOT_TOKEN": token,
-            "TELEGRAM_API_URL": sandbox.url,
-            "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.update({name: str(value) for name, value in overrides.items()})
-        return env
+        return server_environment(token, sandbox.url, **overrides)
 
     return build
 
@@ -250,9 +280,9 @@ SPAWNED_LOGS: list[tuple[Path, list[str]]] = []
 SECRET_VARIABLES = ("TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "DJANGO_SECRET_KEY")
 
 
-def _spawn(args, env, log_path):
+def _spawn(args, env, log_path, mode="wb"):
     SPAWNED_LOGS.append((log_path, [env[name] for name in SECRET_VARIABLES if env.get(name)]))
-    log = open(log_path, "wb")
+    log = open(log_path, mode)
     popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR)
     log.close()
     return popen
@@ -272,32 +302,40 @@ def _no_secret_in_any_log():
     assert not leaks, f"secrets found in process logs: {leaks}"
 
 
+def launch_server(env, log_dir):
+    """daphne serving supportsite with ``env`` on a free port, once it answers; the caller stops it."""
+    port = free_port()
+    args = (sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application")
+    log_path = log_dir / f"daphne-{port}.log"
+    server = Server(
+        popen=_spawn(args, env, log_path),
+        log_path=log_path,
+        args=args,
+        env=env,
+        url=f"http://127.0.0.1:{port}",
+        token=env["TELEGRAM_BOT_TOKEN"],
+    )
+    server.wait_ready()
+    return server
+
+
+WORKER_COMMAND = ("worker", "--interval", "0.05", "--no-startup-delay")
+
+
+def launch_worker(env, log_path, command=WORKER_COMMAND):
+    """The task worker (or another ``command`` of manage.py) with ``env``; the caller stops it."""
+    args = (sys.executable, "manage.py", *command)
+    return Process(popen=_spawn(args, env, log_path), log_path=log_path, args=args, env=env)
+
+
 @pytest.fixture
 def start_server(process_env, tmp_path):
     """Start daphne serving supportsite (call it once per process wanted); stopped after the test."""
     servers = []
 
     def start(token=None, **env):
-        token = token or unique_bot_token()
-        port = free_port()
-        log_path = tmp_path / f"daphne-{port}.log"
-        popen = _spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application"],
-            process_env(token, **env),
-            log_path,
-        )
-        server = Server(popen=popen, log_path=log_path, url=f"http://127.0.0.1:{port}", token=token)
+        server = launch_server(process_env(token or unique_bot_token(), **env), tmp_path)
         servers.append(server)
-
-        def ready():
-            if popen.poll() is not None:
-                pytest.fail(f"daphne exited with {popen.returncode}:\n{server.log()}")
-            try:
-                return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, message=f"daphne on port {port}")
         return server
 
     yield start
@@ -311,10 +349,8 @@ def start_worker(process_env, tmp_path):
     token; stopped after the test."""
     workers = []
 
-    def start(token, command=("worker", "--interval", "0.05", "--no-startup-delay"), **env):
-        log_path = tmp_path / f"worker-{len(workers)}.log"
-        popen = _spawn([sys.executable, "manage.py", *command], process_env(token, **env), log_path)
-        worker = Process(popen=popen, log_path=log_path)
+    def start(token, command=WORKER_COMMAND, **env):
+        worker = launch_worker(process_env(token, **env), tmp_path / f"worker-{len(workers)}.log", command)
         workers.append(worker)
         return worker
 
