@@ -4,7 +4,8 @@ On the in-memory channel layer (`make run`'s defaults) a worker in a process of 
 replies, but the delivery events it announces would go to its own layer, never to the server's sockets.
 Inside the server, the worker runs on threads started from the server's event loop (``sync_to_async``),
 so asgiref runs its announcements (realtime.broadcast's ``async_to_sync``) on that loop: the same layer
-the sockets listen on. The worker polls django-tasks' database queue like ``manage.py db_worker``.
+the sockets listen on. The worker polls django-tasks' database queue like ``manage.py worker``, with the
+same heartbeat (for the health check) and housekeeping schedule (ops.worker).
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from django.conf import settings
 from django_tasks_db.management.commands.db_worker import Worker
 
 from bots.outbox import redrive_stranded_replies
+from ops.worker import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ def _sweep():
 
 async def run_worker():
     """Run the tasks that are ready, every POLL_SECONDS, and the outbox sweep every SWEEP_EVERY_SECONDS."""
+    worker_id = f"server-{os.getpid()}"
     worker = Worker(
         queue_names=["default"],
         excluded_queue_names=[],
@@ -40,8 +43,9 @@ async def run_worker():
         backend_name="default",
         startup_delay=False,
         max_tasks=None,
-        worker_id=f"server-{os.getpid()}",
+        worker_id=worker_id,
     )
+    Heartbeat(worker_id).start()
     logger.info("Running the task worker and the outbox sweep in this server process.")
     next_sweep = time.monotonic()
     while True:

@@ -35,7 +35,13 @@ MEDIA_KINDS = {
     "voice": (".oga", {"duration": 1, "mime_type": "audio/ogg"}),
     "video": (".mp4", {"width": 640, "height": 480, "duration": 1, "mime_type": "video/mp4"}),
     "sticker": (".webp", {"type": "regular", "width": 512, "height": 512, "is_animated": False, "is_video": False}),
+    "audio": (".mp3", {"duration": 1, "mime_type": "audio/mpeg"}),
+    "animation": (".mp4", {"width": 320, "height": 240, "duration": 1, "mime_type": "video/mp4"}),
 }
+# Telegram's limits on what a bot sends: a message's text, and the caption of a media (stickers have none).
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+CAPTIONLESS_KINDS = {"sticker"}
 # Form fields that are plain strings; every other form field is JSON-decoded when it parses (ints, objects, …).
 TEXT_PARAMS = frozenset(
     {"text", "caption", "parse_mode", "url", "secret_token", "file_id", "action", "emoji", "title", "address"}
@@ -325,6 +331,10 @@ class SandboxBot:
         for kind in MEDIA_KINDS.keys() & fields.keys():
             if not isinstance(fields[kind], dict | list):
                 fields[kind] = self.store_file(kind, fields[kind]).as_media(kind)
+        command = re.match(r"/\w+(@\w+)?", fields.get("text") or "")
+        if command and "entities" not in fields:
+            # Telegram marks a leading command, which is how bots (PTB's CommandHandler) recognise it.
+            fields["entities"] = [{"type": "bot_command", "offset": 0, "length": command.end()}]
         if isinstance(fields.get("reply_to_message"), int):
             replied = chat.find(fields.pop("reply_to_message"))
             if replied is not None:
@@ -448,7 +458,7 @@ def send_message(bot, params):
     chat = bot.chat_for(params.get("chat_id"))
     if not params.get("text"):
         raise BotApiError(400, "Bad Request: message text is empty")
-    if len(str(params["text"])) > 4096:
+    if len(str(params["text"])) > TEXT_LIMIT:
         raise BotApiError(400, "Bad Request: message is too long")
     return bot.send(chat, {"text": str(params["text"])}, params)
 
@@ -463,9 +473,12 @@ def send_media(bot, params, kind):
     chat = bot.chat_for(params.get("chat_id"))
     if not params.get(kind):
         raise BotApiError(400, f"Bad Request: there is no {kind} in the request")
+    caption = "" if kind in CAPTIONLESS_KINDS else str(params.get("caption") or "")  # sendSticker has no caption
+    if len(caption) > CAPTION_LIMIT:
+        raise BotApiError(400, "Bad Request: message caption is too long")
     fields = {kind: bot.store_file(kind, params[kind]).as_media(kind)}
-    if params.get("caption"):
-        fields["caption"] = params["caption"]
+    if caption:
+        fields["caption"] = caption
     return bot.send(chat, fields, params)
 
 
@@ -597,6 +610,18 @@ async def post_customer_message(request):
     if not isinstance(profile, dict) or not str(profile.get("id", "")).isdigit():
         raise control_error(web.HTTPBadRequest, "from.id (a user id) is required")
     return web.json_response(control_bot(request).customer_message(profile, fields))
+
+
+async def post_file(request):
+    """Store a file a customer is about to send (multipart: ``file``, and ``kind``, e.g. photo); returns it as
+    getFile would, so its ``file_id`` can go in a customer's message (``photo=<file_id>``)."""
+    bot = control_bot(request)
+    form = await request.post()
+    upload, kind = form.get("file"), form.get("kind", "document")
+    if not isinstance(upload, web.FileField) or kind not in MEDIA_KINDS:
+        raise control_error(web.HTTPBadRequest, f"a file and a kind ({', '.join(MEDIA_KINDS)}) are required")
+    stored = bot.store_file(kind, Upload(upload.filename, upload.content_type, upload.file.read()))
+    return web.json_response(stored.as_file())
 
 
 async def post_update(request):
@@ -740,6 +765,7 @@ def create_app(default_token=None, retry_initial=0.2, retry_cap=2.0, webhook_tim
             web.post("/sandbox/reset", reset),
             web.post(f"{bot_routes}/messages", post_customer_message),
             web.post(f"{bot_routes}/updates", post_update),
+            web.post(f"{bot_routes}/files", post_file),
             web.get(f"{bot_routes}/calls", list_calls),
             web.get(f"{bot_routes}/deliveries", list_deliveries),
             web.get(f"{bot_routes}/webhook", get_webhook),

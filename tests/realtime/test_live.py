@@ -24,9 +24,9 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     Process,
     Server,
-    server_env,
-    spawn_server,
-    spawn_worker,
+    launch_server,
+    launch_worker,
+    server_environment,
     unique_bot_token,
     wait_until,
 )
@@ -61,9 +61,9 @@ def staff_session(server, username):
 def desk_processes(django_db_setup, django_db_blocker, _sandbox_server, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("desk")
     token = unique_bot_token()
-    env = server_env(token, _sandbox_server.url)
-    servers = [spawn_server(env, log_dir), spawn_server(env, log_dir)]
-    worker = spawn_worker(env, log_dir / "worker.log")
+    env = server_environment(token, _sandbox_server.url)
+    servers = [launch_server(env, log_dir), launch_server(env, log_dir)]
+    worker = launch_worker(env, log_dir / "worker.log")
     with django_db_blocker.unblock():
         # A socket opened now and left alone until the module's last test (SPEC §6).
         _, cookie = staff_session(servers[0], "idler")
