@@ -4,9 +4,9 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-from supportsite.asgi import application as site_application  # noqa: E402  (sets Django up)
+from supportsite.asgi import application as site_application
 
-from .relay import RELAY_PATH, RelayConsumer  # noqa: E402
+from .relay import RELAY_PATH, RelayConsumer
 
 relay = RelayConsumer.as_asgi()
 

@@ -15,7 +15,7 @@ import aiohttp
 import uvloop
 
 from .stats import RequestLog
-from .traffic import webhook_stream
+from .traffic import stream_from
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105  (a header name)
 
@@ -63,13 +63,7 @@ async def post_all(requests, *, targets, concurrency, secret, deadline_s, label)
 
 
 async def webhook(spec):
-    stream = webhook_stream(
-        spec["count"],
-        spec["customers"],
-        spec["duplicates"],
-        seed=spec["seed"],
-        first_update_id=spec["first_update_id"],
-    )
+    stream = stream_from(spec["stream"])
     requests = [(kind, json.dumps(update).encode()) for kind, update in stream]
     log = await post_all(
         requests,

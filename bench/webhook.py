@@ -7,7 +7,7 @@ import sys
 import time
 
 from .stack import BASE_DIR, WEBHOOK_SECRET, ConnectionSampler
-from .traffic import webhook_stream
+from .traffic import distinct_update_ids, stream_from
 
 POOL_MAX_SIZE = 10
 
@@ -33,16 +33,18 @@ def count_rows(stack):
 
 
 def webhook_spec(server, path, *, count, duplicates, seed, first_update_id, label, concurrency=32, customers=300):
+    stream = {"kind": "webhook", "count": count, "customers": customers, "duplicate_share": duplicates}
+    stream |= {"seed": seed, "first_update_id": first_update_id}
+    return load_spec([f"{server.url}{path}"], stream, label=label, concurrency=concurrency)
+
+
+def load_spec(targets, stream, *, label, concurrency, deadline_s=240):
     return {
-        "targets": [f"{server.url}{path}"],
+        "targets": targets,
+        "stream": stream,
         "secret": WEBHOOK_SECRET,
         "concurrency": concurrency,
-        "count": count,
-        "customers": customers,
-        "duplicates": duplicates,
-        "seed": seed,
-        "first_update_id": first_update_id,
-        "deadline_s": 240,
+        "deadline_s": deadline_s,
         "label": label,
     }
 
@@ -96,9 +98,7 @@ def run(stack, *, count, servers=("daphne", "uvicorn"), progress=print):
         progress(f"webhook: {count} updates (10% duplicates) at 32 connections to {kind}")
         ours = measure(stack, server, ours_spec)
         messages_after, claims_after = count_rows(stack)
-        stream = webhook_stream(count, 300, 0.1, seed=number + 2, first_update_id=base + 1_000_000)
-        distinct = len({update["update_id"] for _, update in stream})
-        ours["distinct_updates"] = distinct
+        ours["distinct_updates"] = len(distinct_update_ids(stream_from(ours_spec["stream"])))
         ours["messages_stored"] = messages_after - messages_before
         ours["claims_stored"] = claims_after - claims_before
 
