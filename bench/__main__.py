@@ -1,5 +1,5 @@
 """``python -m bench [--quick] [--only NAME,...]``: start the stack, run the workloads, print the table and
-write it into docs/performance.md. See docs/performance.md for what each workload measures."""
+(for a full run of every workload) write it into docs/performance.md. See docs/performance.md."""
 
 import argparse
 import json
@@ -9,20 +9,53 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import datascale_run, machine, profiling, webhook
+from . import datascale_run, fanout, machine, profiling, report, webhook
 from .stack import Stack
 
-WORKLOADS = ["webhook", "machine", "datascale"]
-# Not in the default run: the profiler takes a share of the two cores.
+WORKLOADS = ["webhook", "fanout", "machine", "datascale"]
+# Not in the default run: the profiler takes a share of the two cores, and the trace slows the server.
 EXTRA_WORKLOADS = ["profile"]
+
+
+def run_workloads(stack, workloads, quick, profile_label, progress):
+    results = {}
+    if "webhook" in workloads:
+        # uvicorn's run is shorter: it answers which server to run, the daphne run carries the full count.
+        counts = {"daphne": 500, "uvicorn": 500} if quick else {"daphne": 10_000, "uvicorn": 5_000}
+        results["webhook"] = webhook.run(stack, counts=counts, progress=progress)
+    if "fanout" in workloads:
+        clients, events, typing_seconds = (30, 20, 2) if quick else (200, 200, 5)
+        results["fanout"] = fanout.run(
+            stack, clients=clients, events=events, rate=20, typing_seconds=typing_seconds, progress=progress
+        )
+    if "machine" in workloads:
+        customers, per_customer = (100, 2) if quick else (1000, 3)
+        results["machine"] = machine.whole_machine(
+            stack, customers=customers, per_customer=per_customer, progress=progress
+        )
+        results["first_contact"] = machine.first_contact_burst(stack, customers=100 if quick else 300, progress=progress)
+    if "datascale" in workloads:
+        tickets = 10_000 if quick else 100_000
+        results["datascale"] = datascale_run.run(stack, tickets=tickets, messages_per_ticket=10, progress=progress)
+    if "profile" in workloads:
+        results["profile"] = profiling.profile_webhook(
+            stack, count=1000 if quick else 3000, name=f"webhook-{profile_label}", progress=progress
+        )
+        results["worker_profile"] = profiling.profile_worker(stack, name=f"worker-{profile_label}", progress=progress)
+    return results
 
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts: a check in under 2 minutes")
-    parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads to run")
-    parser.add_argument("--profile-name", default="webhook", help="bench/profiles/<name>.txt for --only profile")
+    parser.add_argument(
+        "--only", default=",".join(WORKLOADS), help=f"comma-separated, of {WORKLOADS + EXTRA_WORKLOADS}"
+    )
+    parser.add_argument(
+        "--profile-label", default="current", help="profile: writes bench/profiles/{webhook,worker}-LABEL.txt"
+    )
     args = parser.parse_args()
+    workloads = args.only.split(",")
     started = time.monotonic()
 
     def progress(message):
@@ -34,30 +67,24 @@ def main():
         redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
         run_dir=run_dir,
     )
-    results = {}
     try:
-        progress(f"database {stack.database}, Redis prefix {stack.prefix}, logs in {run_dir}")
+        progress(f"database {stack.database}, Redis prefix {stack.prefix}, process logs in {run_dir}")
         stack.create_database()
         stack.start_sandbox()
-        if "webhook" in args.only:
-            results["webhook"] = webhook.run(stack, count=1000 if args.quick else 10_000, progress=progress)
-        if "machine" in args.only:
-            customers, per_customer = (200, 2) if args.quick else (1000, 3)
-            results["machine"] = machine.whole_machine(
-                stack, customers=customers, per_customer=per_customer, progress=progress
-            )
-            results["first_contact"] = machine.first_contact_burst(stack, customers=300, progress=progress)
-        if "datascale" in args.only:
-            tickets = 10_000 if args.quick else 100_000
-            results["datascale"] = datascale_run.run(stack, tickets=tickets, messages_per_ticket=10, progress=progress)
-        if "profile" in args.only:
-            count = 1000 if args.quick else 3000
-            results["profile"] = profiling.profile_webhook(
-                stack, count=count, name=args.profile_name, progress=progress
-            )
+        results = run_workloads(stack, workloads, args.quick, args.profile_label, progress)
+        header = report.machine_and_versions(stack)
     finally:
         stack.close()
-    print(json.dumps(results, indent=2))
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    elapsed = time.monotonic() - started
+    header.append(f"- Run: `make bench{' QUICK=1' if args.quick else ''}`, {elapsed:.0f} s, workloads {workloads}")
+    text = report.render(results, header)
+    print(text)
+    if not args.quick and sorted(workloads) == sorted(WORKLOADS):
+        plans = "\n".join(report.plans(results["datascale"]))
+        report.write_doc(text, plans)
+        progress(f"wrote {report.DOC}")
+    progress(f"done in {elapsed:.0f} s; raw results in {run_dir / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -47,8 +47,8 @@ GENERATE = [
                   [1 + c.id %% 10],
               CASE WHEN c.id %% 3 = 0 THEN NULL
                    ELSE (SELECT min(id) FROM auth_user WHERE username LIKE 'bench-agent-%%') + c.id %% %(agents)s END,
-              'Question ' || c.id, c.created_at, now() - make_interval(mins => c.id::int), now() - make_interval(mins => c.id::int),
-              0
+              'Question ' || c.id, c.created_at, now() - make_interval(mins => c.id::int),
+              now() - make_interval(mins => c.id::int), 0
        FROM tickets_customer c""",
     # Messages alternate in/out; ids interleave tickets (round k of every ticket, then round k + 1), as on a
     # busy desk where many conversations run at once.

@@ -129,7 +129,7 @@ def first_contact_burst(stack, *, customers, progress, recording=None):
     profile = recording(worker).start() if recording else None
     started = time.monotonic()
     ingest = run_load("webhook", load_spec([f"{server.url}/telegram/webhook/"], stream, label="burst", concurrency=40))
-    waited, state = wait_for_replies(stack, sum(outbox_state(stack).values()), 120, progress, "first contact")
+    _waited, state = wait_for_replies(stack, sum(outbox_state(stack).values()), 120, progress, "first contact")
     total_s = time.monotonic() - started
     collapsed = profile.stop() if profile else None
     calls = sent_calls(stack)

@@ -18,16 +18,19 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 class Recording:
     """``py-spy record`` of one process, from ``start()`` until ``stop()``, as collapsed stacks."""
 
-    def __init__(self, process, output, rate=250):
+    def __init__(self, process, output, rate=250, idle=False):
         self.process = process
         self.output = Path(output)
         self.rate = rate
+        self.idle = idle
         self.popen = None
 
     def start(self):
         args = [str(PY_SPY), "record", "--pid", str(self.process.pid), "--rate", str(self.rate), "--threads"]
-        # --gil: only the thread holding the GIL, i.e. where the process's Python CPU time goes.
-        args += ["--gil", "--nonblocking", "--format", "raw", "--output", str(self.output)]
+        # --gil: only the thread holding the GIL, i.e. where the process's Python CPU time goes;
+        # --idle: every thread, waiting included, i.e. where its wall-clock time goes.
+        args += ["--idle"] if self.idle else ["--gil"]
+        args += ["--nonblocking", "--format", "raw", "--output", str(self.output)]
         self.popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return self
 
@@ -71,7 +74,7 @@ def summarize_collapsed(text, *, requests=None, top=30):
         own[calls[-1]] += count
         for function in set(calls):
             inclusive[function] += count
-    lines = [f"samples (the thread holding the GIL): {total}", f"distinct threads seen: {len(threads)}"]
+    lines = [f"samples: {total}", f"distinct threads seen: {len(threads)}"]
     if requests:
         lines.append(
             f"requests during the recording: {requests} ({len(threads) / requests:.2f} threads seen per request)"
@@ -176,3 +179,24 @@ def profile_webhook(stack, *, count, name, progress):
     output.write_text("\n".join(text))
     progress(f"profile: wrote {output}")
     return {"round_trips": trips, "load": load, "profile": str(output)}
+
+
+def profile_worker(stack, *, name, progress):
+    """Sample the one worker of the first-contact burst (wall clock, idle included: where it waits)."""
+    from .machine import first_contact_burst
+
+    def recording(worker):
+        return Recording(worker, stack.run_dir / f"{name}.collapsed", idle=True)
+
+    burst = first_contact_burst(stack, customers=300, progress=progress, recording=recording)
+    text = [
+        f"# py-spy (250 Hz, --idle --nonblocking) of the one task worker while 300 new customers write at once "
+        f"(default Telegram limits): all replies sent {burst['seconds_until_all_sent']} s after the first POST, "
+        f"{burst['drain_per_second']} sends/s while sending (with the profiler attached).",
+        "",
+        summarize_collapsed(burst.pop("collapsed")),
+    ]
+    output = Path(__file__).with_name("profiles") / f"{name}.txt"
+    output.write_text("\n".join(text))
+    progress(f"profile: wrote {output}")
+    return {"burst": burst, "profile": str(output)}

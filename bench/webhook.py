@@ -12,11 +12,12 @@ from .traffic import distinct_update_ids, stream_from
 POOL_MAX_SIZE = 10
 
 
-def run_load(mode, spec):
+def run_load(mode, spec, env=None):
     """Run the load generator process; its progress goes to our stderr, its result comes back as JSON."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.load", mode, json.dumps(spec)],
         cwd=BASE_DIR,
+        env=env,
         stdout=subprocess.PIPE,
         check=True,
         timeout=spec.get("deadline_s", 300) + 60,
@@ -64,9 +65,10 @@ def measure(stack, server, spec):
     return summary
 
 
-def run(stack, *, count, servers=("daphne", "uvicorn"), progress=print):
+def run(stack, *, counts, progress):
+    """``counts``: {server kind: requests per endpoint}."""
     results = {}
-    for number, kind in enumerate(servers):
+    for number, (kind, count) in enumerate(counts.items()):
         stack.reset_data()
         progress(f"webhook: starting {kind}")
         server = stack.start_server(kind, DATABASE_POOL_MAX_SIZE=POOL_MAX_SIZE)
@@ -75,7 +77,7 @@ def run(stack, *, count, servers=("daphne", "uvicorn"), progress=print):
         warmup = webhook_spec(
             server,
             "/telegram/webhook/",
-            count=200,
+            count=min(200, count // 5),
             duplicates=0,
             seed=1,
             first_update_id=base,

@@ -1,0 +1,188 @@
+"""The fan-out's clients, run inside the load generator process (``python -m bench.load fanout``).
+
+WebSocket clients spread over the servers note when each event reaches them. Two sources of events:
+
+- ``relay``: the bench sends events straight to the bare relay's group with ``group_send`` (the baseline);
+- ``ours``: a customer's message arrives by webhook and the product's consumers at ``/ws/tickets/<id>/``
+  forward the broadcast; its start is read from the bench's broadcast log (bench.apps).
+
+Then one sender produces typing events back to back for a while, and each receiver counts what it got.
+"""
+
+import asyncio
+import json
+import time
+
+import aiohttp
+
+from .stats import last_receiver_latencies, summarize
+from .traffic import customer_update
+
+MARK = "bench-fanout-"
+
+
+class Receiver:
+    def __init__(self, socket):
+        self.socket = socket
+        self.arrivals = {}  # event key -> time
+        self.typing = 0
+        self.task = asyncio.create_task(self.read())
+
+    async def read(self):
+        async for frame in self.socket:
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            now = time.time()
+            event = json.loads(frame.data)
+            if event.get("type") == "typing":
+                self.typing += 1
+            elif (key := event_key(event)) is not None:
+                self.arrivals[key] = now
+
+
+def event_key(event):
+    """Which measured event this is: the relay's ``n``, or the marker in a message's text (with its seq)."""
+    if event.get("type") == "bench":
+        return event["n"]
+    if event.get("type") == "message":
+        text = event.get("message", {}).get("text", "")
+        if text.startswith(MARK):
+            return (int(text[len(MARK) :]), event.get("seq"))
+    return None
+
+
+async def connect_all(session, urls, count, headers):
+    async def connect(number):
+        socket = await session.ws_connect(urls[number % len(urls)], headers=headers, heartbeat=None)
+        return Receiver(socket)
+
+    receivers = []
+    for start in range(0, count, 50):  # in batches, as a desk's agents would not all connect in one instant
+        receivers += await asyncio.gather(*(connect(number) for number in range(start, min(start + 50, count))))
+    return receivers
+
+
+async def paced(count, rate, send):
+    started = time.monotonic()
+    for number in range(count):
+        await asyncio.sleep(max(0.0, started + number / rate - time.monotonic()))
+        await send(number)
+
+
+async def settle(receivers, expected, key_count, timeout=5.0):
+    """Wait until every receiver has ``expected`` events (by ``key_count``), or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(key_count(receiver) < expected for receiver in receivers):
+        await asyncio.sleep(0.05)
+
+
+def channel_layer():
+    import django
+
+    django.setup()
+    from channels.layers import get_channel_layer
+
+    return get_channel_layer()
+
+
+async def relay_events(spec, receivers):
+    from .relay import RELAY_GROUP, RELAY_MESSAGE_TYPE
+
+    layer = channel_layer()
+    sent_at = {}
+
+    async def send(number):
+        sent_at[number] = time.time()
+        event = {"type": "bench", "n": number, "sent_at": sent_at[number]}
+        await layer.group_send(RELAY_GROUP, {"type": RELAY_MESSAGE_TYPE, "event": event})
+
+    await paced(spec["events"], spec["rate"], send)
+    await settle(receivers, spec["events"], lambda receiver: len(receiver.arrivals))
+    latencies, missed = last_receiver_latencies(sent_at, [receiver.arrivals for receiver in receivers])
+    result = {"broadcast_to_last_receiver": summarize(latencies), "events_missed_by_some": missed}
+
+    async def typing_sender(stop_at):
+        sent = 0
+        while time.monotonic() < stop_at:
+            await layer.group_send(RELAY_GROUP, {"type": RELAY_MESSAGE_TYPE, "event": {"type": "typing"}})
+            sent += 1
+        return sent
+
+    return result, typing_sender
+
+
+async def our_events(spec, session, receivers):
+    import redis.asyncio as redis
+
+    log = redis.Redis.from_url(spec["redis_url"])
+    posted_at = {}
+    headers = {"X-Telegram-Bot-Api-Secret-Token": spec["secret"]}
+
+    async def send(number):
+        update = customer_update(
+            spec["first_update_id"] + number, spec["customer_id"], 1000 + number, f"{MARK}{number}"
+        )
+        posted_at[number] = time.time()
+        async with session.post(spec["webhook_url"], json=update, headers=headers) as response:
+            response.raise_for_status()
+
+    await paced(spec["events"], spec["rate"], send)
+    await settle(receivers, spec["events"], lambda receiver: len(receiver.arrivals))
+    broadcast_at = {}
+    for entry in await log.lrange(spec["broadcast_log"], 0, -1):
+        ticket_id, seq, moment = entry.decode().split()
+        if int(ticket_id) == spec["ticket_id"]:
+            broadcast_at[int(seq)] = float(moment)
+    await log.aclose()
+    keys = {key for receiver in receivers for key in receiver.arrivals}
+    from_broadcast = {key: broadcast_at[key[1]] for key in keys if key[1] in broadcast_at}
+    from_post = {key: posted_at[key[0]] for key in keys}
+    arrivals = [receiver.arrivals for receiver in receivers]
+    latencies, missed = last_receiver_latencies(from_broadcast, arrivals)
+    post_latencies, _ = last_receiver_latencies(from_post, arrivals)
+    result = {
+        "broadcast_to_last_receiver": summarize(latencies),
+        "post_to_last_receiver": summarize(post_latencies),
+        "events_missed_by_some": missed + spec["events"] - len(keys),
+    }
+    typist = receivers[0]
+
+    async def typing_sender(stop_at):
+        sent = 0
+        while time.monotonic() < stop_at:
+            await typist.socket.send_str(json.dumps({"type": "typing", "state": "start"}))
+            sent += 1
+            await asyncio.sleep(0)
+        return sent
+
+    return result, typing_sender
+
+
+async def fanout(spec):
+    headers = spec.get("headers") or {}
+    async with aiohttp.ClientSession() as session:
+        try:
+            receivers = await connect_all(session, spec["urls"], spec["clients"], headers)
+        except aiohttp.WSServerHandshakeError as error:
+            return {"available": False, "reason": f"WebSocket handshake refused: {error.status} {error.message}"}
+        if spec["side"] == "relay":
+            result, typing_sender = await relay_events(spec, receivers)
+        else:
+            result, typing_sender = await our_events(spec, session, receivers)
+        before = [receiver.typing for receiver in receivers]
+        stop_at = time.monotonic() + spec["typing_seconds"]
+        sent = await typing_sender(stop_at)
+        await asyncio.sleep(1.0)  # the last ones in flight
+        got = [receiver.typing - count for receiver, count in zip(receivers, before, strict=True)]
+        listeners = sorted(got[1:] if spec["side"] == "ours" else got)  # ours: the typist does not hear itself
+        result["typing"] = {
+            "sent": sent,
+            "sent_per_second": round(sent / spec["typing_seconds"], 1),
+            "received_per_second_median": round(listeners[len(listeners) // 2] / spec["typing_seconds"], 1),
+            "received_per_second_slowest": round(listeners[0] / spec["typing_seconds"], 1),
+        }
+        for receiver in receivers:
+            await receiver.socket.close()
+        result["available"] = True
+        result["clients"] = len(receivers)
+        return result
