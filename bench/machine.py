@@ -114,7 +114,7 @@ def whole_machine(stack, *, customers, per_customer, progress):
     }
 
 
-def first_contact_burst(stack, *, customers, progress, recording=None):
+def first_contact_burst(stack, *, customers, progress, recording=None, worker_env=None):
     """``customers`` new customers write at once; one worker at Telegram's default limits sends the automatic
     replies. With ``recording`` (a profiling.Recording factory), the worker is sampled meanwhile."""
     stack.reset_data()
@@ -122,7 +122,7 @@ def first_contact_burst(stack, *, customers, progress, recording=None):
     first_user_id = FIRST_USER_ID + 200_000_000
     register_chats(stack, [first_user_id + number for number in range(customers)])
     server = stack.start_server("daphne", name="daphne-burst")
-    worker = stack.start_worker(name="worker-burst")
+    worker = stack.start_worker(name="worker-burst", **(worker_env or {}))
     stream = {"kind": "conversation", "customers": customers, "per_customer": 1, "duplicate_share": 0}
     stream |= {"seed": 12, "first_update_id": 60_000_000, "first_user_id": first_user_id}
     progress(f"first contact: {customers} new customers at once, one worker, default Telegram limits")

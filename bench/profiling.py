@@ -11,7 +11,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-THREAD_FRAME = re.compile(r"^thread \((0x[0-9a-fA-F]+|\d+)\)")
+THREAD_FRAME = re.compile(r"^thread \((0x[0-9a-fA-F]+|\d+)\)(?:: (.*))?")
+# asyncio's and asgiref's executors name their threads ThreadPoolExecutor-<pool number>_<thread number>.
+EXECUTOR_THREAD = re.compile(r"ThreadPoolExecutor-(\d+)_\d+")
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
@@ -60,13 +62,21 @@ def function_of(frame):
     return f"{name} ({path})" if path else name
 
 
-def summarize_collapsed(text, *, requests=None, top=30):
-    """The profile as text: samples, threads seen, and the functions by inclusive and by self share."""
-    total, threads = 0, set()
+def summarize_collapsed(text, *, requests=None, thread=None, top=30):
+    """The profile as text: samples, threads seen (by name, numbers folded), and the functions by inclusive
+    and by self share — of every thread, or of the threads named ``thread`` only."""
+    total, threads, pools = 0, set(), set()
+    names = {}
     inclusive, own = Counter(), Counter()
     for frames, count in parse_collapsed(text):
         if frames and (match := THREAD_FRAME.match(frames[0])):
             threads.add(match.group(1))
+            name = match.group(2) or "(unnamed)"
+            names.setdefault(re.sub(r"\d+", "N", name), set()).add(match.group(1))
+            if pool := EXECUTOR_THREAD.search(name):
+                pools.add(int(pool.group(1)))
+            if thread is not None and name != thread:
+                continue
         calls = [function_of(frame) for frame in frames if not THREAD_FRAME.match(frame) and " (" in frame]
         if not calls:
             continue
@@ -74,11 +84,18 @@ def summarize_collapsed(text, *, requests=None, top=30):
         own[calls[-1]] += count
         for function in set(calls):
             inclusive[function] += count
-    lines = [f"samples: {total}", f"distinct threads seen: {len(threads)}"]
+    by_name = ", ".join(f"{name} {len(ids)}" for name, ids in sorted(names.items(), key=lambda item: -len(item[1])))
+    lines = [
+        f"samples{f' of {thread}' if thread else ''}: {total}",
+        f"distinct threads seen: {len(threads)} ({by_name})",
+    ]
     if requests:
-        lines.append(
-            f"requests during the recording: {requests} ({len(threads) / requests:.2f} threads seen per request)"
-        )
+        lines.append(f"requests during the recording: {requests}")
+    if pools:
+        # Each pool was started for one thread-sensitive context; the numbers in between were too.
+        started = max(pools) - min(pools) + 1
+        per_request = f", {started / requests:.2f} per request" if requests else ""
+        lines.append(f"thread pools started during the recording (from their names): {started}{per_request}")
     for title, counter in (("inclusive (function on the stack)", inclusive), ("self (function at the top)", own)):
         lines += ["", f"--- top {top} by {title}, % of samples"]
         lines += [f"{100 * count / total:6.1f}%  {function}" for function, count in counter.most_common(top)]
@@ -182,19 +199,31 @@ def profile_webhook(stack, *, count, name, progress):
 
 
 def profile_worker(stack, *, name, progress):
-    """Sample the one worker of the first-contact burst (wall clock, idle included: where it waits)."""
+    """Sample the one worker of the first-contact burst (wall clock, idle included: where it waits), and count
+    its database round trips per reply sent."""
     from .machine import first_contact_burst
 
     def recording(worker):
         return Recording(worker, stack.run_dir / f"{name}.collapsed", idle=True)
 
-    burst = first_contact_burst(stack, customers=300, progress=progress, recording=recording)
+    trace_dir = stack.run_dir / "pg-trace-worker"
+    trace_dir.mkdir(exist_ok=True)
+    burst = first_contact_burst(
+        stack, customers=300, progress=progress, recording=recording, worker_env={"BENCH_PG_TRACE_DIR": trace_dir}
+    )
+    sent = burst["outbox"].get("sent", 0)
+    trips = count_round_trips(_trace_tails(trace_dir, {}))
+    per_reply = ", ".join(f"{word} {number / sent:.2f}" for word, number in trips["statements"].items())
     text = [
         f"# py-spy (250 Hz, --idle --nonblocking) of the one task worker while 300 new customers write at once "
         f"(default Telegram limits): all replies sent {burst['seconds_until_all_sent']} s after the first POST, "
-        f"{burst['drain_per_second']} sends/s while sending (with the profiler attached).",
+        f"{burst['drain_per_second']} sends/s while sending (with the profiler and the protocol trace attached).",
         "",
-        summarize_collapsed(burst.pop("collapsed")),
+        "## Database round trips of the worker per reply sent (libpq protocol trace, polling included)",
+        f"{trips['round_trips'] / sent:.2f} round trips, statements per reply: {per_reply}",
+        "",
+        "## Samples of the worker's main thread (runs the tasks; wall clock)",
+        summarize_collapsed(burst.pop("collapsed"), thread="MainThread"),
     ]
     output = Path(__file__).with_name("profiles") / f"{name}.txt"
     output.write_text("\n".join(text))

@@ -157,12 +157,11 @@ def render(results, header):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_doc(results_text, plans_text):
-    text = DOC.read_text()
+def write_doc(results_text, plans_text, doc=DOC):
+    """Replace the text between each pair of markers in ``doc``."""
+    text = doc.read_text()
     for (start, end), body in ((RESULTS, results_text), (PLANS, plans_text)):
-        if body is None:
-            continue
         before, _, rest = text.partition(start)
         _, _, after = rest.partition(end)
         text = f"{before}{start}\n{body}{end}{after}"
-    DOC.write_text(text)
+    doc.write_text(text)

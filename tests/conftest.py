@@ -233,15 +233,16 @@ def _spawn(args, env, log_path):
 
 @pytest.fixture
 def start_server(process_env, tmp_path):
-    """Start daphne serving supportsite (call it once per process wanted); stopped after the test."""
+    """Start daphne serving supportsite (call it once per process wanted); stopped after the test.
+    ``application`` names another ASGI application to serve (the benchmark's, say)."""
     servers = []
 
-    def start(token=None, **env):
+    def start(token=None, application="supportsite.asgi:application", **env):
         token = token or unique_bot_token()
         port = free_port()
         log_path = tmp_path / f"daphne-{port}.log"
         popen = _spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
             process_env(token, **env),
             log_path,
         )
