@@ -29,7 +29,7 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
             stack, clients=clients, events=events, rate=20, typing_seconds=typing_seconds, progress=progress
         )
     if "machine" in workloads:
-        customers, per_customer = (100, 2) if quick else (1000, 3)
+        customers, per_customer = (100, 2) if quick else (600, 3)
         results["machine"] = machine.whole_machine(
             stack, customers=customers, per_customer=per_customer, progress=progress
         )

@@ -160,7 +160,9 @@ async def our_events(spec, session, receivers):
 
 async def fanout(spec):
     headers = spec.get("headers") or {}
-    async with aiohttp.ClientSession() as session:
+    # No connection limit (aiohttp's default of 100 would hold the 101st socket back), a bounded handshake.
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         try:
             receivers = await connect_all(session, spec["urls"], spec["clients"], headers)
         except aiohttp.WSServerHandshakeError as error:

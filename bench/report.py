@@ -127,7 +127,7 @@ def datascale_table(result):
     lines = [
         f"{result['tickets']:,} tickets, {result['messages']:,} messages (generated in {result['generated_s']} s).",
         "",
-        "| page | ms (median of 3) | queries | slowest query ms |",
+        "| page | ms (median of 3, or 1 if over 1 s) | queries | slowest query ms |",
         "| --- | ---: | ---: | ---: |",
     ]
     for page, row in result["pages"].items():
