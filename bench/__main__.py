@@ -21,20 +21,20 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
     results = {}
     if "webhook" in workloads:
         # uvicorn's run is shorter: it answers which server to run, the daphne run carries the full count.
-        counts = {"daphne": 500, "uvicorn": 500} if quick else {"daphne": 10_000, "uvicorn": 5_000}
+        counts = {"daphne": 300, "uvicorn": 300} if quick else {"daphne": 10_000, "uvicorn": 5_000}
         results["webhook"] = webhook.run(stack, counts=counts, progress=progress)
     if "fanout" in workloads:
-        clients, events, typing_seconds = (30, 20, 2) if quick else (200, 200, 5)
+        clients, events, typing_seconds = (30, 20, 1) if quick else (200, 200, 5)
         results["fanout"] = fanout.run(
             stack, clients=clients, events=events, rate=20, typing_seconds=typing_seconds, progress=progress
         )
     if "machine" in workloads:
-        customers, per_customer = (100, 2) if quick else (600, 3)
+        customers, per_customer = (60, 2) if quick else (400, 3)
         results["machine"] = machine.whole_machine(
             stack, customers=customers, per_customer=per_customer, progress=progress
         )
         results["first_contact"] = machine.first_contact_burst(
-            stack, customers=100 if quick else 300, progress=progress
+            stack, customers=60 if quick else 300, progress=progress
         )
     if "datascale" in workloads:
         tickets = 10_000 if quick else 100_000

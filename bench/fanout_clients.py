@@ -187,4 +187,5 @@ async def fanout(spec):
             await receiver.socket.close()
         result["available"] = True
         result["clients"] = len(receivers)
+        result["events_sent"] = spec["events"]
         return result

@@ -25,7 +25,7 @@ def progress(message):
 
 
 async def post_all(requests, *, targets, concurrency, secret, deadline_s, label):
-    """POST each (kind, body) of ``requests`` to the ``targets`` URLs (connections spread over them),
+    """POST each (kind, key, body) of ``requests`` to the ``targets`` URLs (connections spread over them),
     ``concurrency`` at a time; stops at ``deadline_s``. Returns the RequestLog."""
     log = RequestLog()
     queue = iter(requests)
@@ -34,7 +34,7 @@ async def post_all(requests, *, targets, concurrency, secret, deadline_s, label)
     timeout = aiohttp.ClientTimeout(total=60)
 
     async def worker(url, session):
-        for kind, body in queue:
+        for kind, key, body in queue:
             if time.monotonic() > deadline:
                 return
             started = time.time()
@@ -44,7 +44,7 @@ async def post_all(requests, *, targets, concurrency, secret, deadline_s, label)
                     status = response.status
             except (aiohttp.ClientError, TimeoutError) as error:
                 status = type(error).__name__
-            log.add(kind, status, started, time.time())
+            log.add(kind, status, started, time.time(), key)
 
     async def report():
         total = len(requests)
@@ -64,7 +64,7 @@ async def post_all(requests, *, targets, concurrency, secret, deadline_s, label)
 
 async def webhook(spec):
     stream = stream_from(spec["stream"])
-    requests = [(kind, json.dumps(update).encode()) for kind, update in stream]
+    requests = [(kind, update["update_id"], json.dumps(update).encode()) for kind, update in stream]
     log = await post_all(
         requests,
         targets=spec["targets"],

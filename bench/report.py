@@ -61,11 +61,11 @@ def webhook_table(results):
                 f"({sides['pool_max_size']}) |"
             )
         ours = sides["ours"]
-        check = "yes" if ours["messages_stored"] == ours["distinct_updates"] else "**NO**"
+        check = "yes" if ours["messages_stored"] == ours["distinct_accepted"] else "**NO**"
         notes.append(
             f"- {server}: webhook at **{_ratio(ours['per_second'], sides['bare']['per_second'])}** the bare view; "
-            f"messages stored {ours['messages_stored']} for {ours['distinct_updates']} distinct updates "
-            f"(equal: {check}); statuses {ours['statuses']}"
+            f"messages stored {ours['messages_stored']} for {ours['distinct_accepted']} distinct updates answered "
+            f"200 of {ours['distinct_updates']} in the stream (equal: {check}); statuses {ours['statuses']}"
         )
     return [*lines, "", *notes]
 
@@ -85,7 +85,7 @@ def fanout_table(results):
                 continue
             typing = row["typing"]
             lines.append(
-                f"| {layer} | {label} | {row['clients']} | {row['broadcast_to_last_receiver']['count']} | "
+                f"| {layer} | {label} | {row['clients']} | {row['events_sent']} | "
                 f"{_pair(row['broadcast_to_last_receiver'])} | {_pair(row.get('post_to_last_receiver'))} | "
                 f"{row['events_missed_by_some']} | {typing['sent_per_second']} | "
                 f"{typing['received_per_second_median']}, {typing['received_per_second_slowest']} |"
@@ -112,12 +112,12 @@ def machine_table(machine, burst):
         f"{burst['ingest']['per_second']} | {_pair(burst['ingest'])} | {sum(burst['outbox'].values())} / "
         f"{burst['outbox'].get('sent', 0)} | – | – | {burst['drain_per_second']} | {burst['seconds_until_all_sent']} |",
     ]
-    stored = "yes" if machine["messages_stored"] == machine["distinct_updates"] else "**NO**"
+    stored = "yes" if machine["messages_stored"] == machine["ingest"]["distinct_accepted"] else "**NO**"
     return [
         *lines,
         "",
-        f"- Whole machine: messages stored {machine['messages_stored']} for {machine['distinct_updates']} distinct "
-        f"updates (equal: {stored}); outbox {machine['outbox']}.",
+        f"- Whole machine: messages stored {machine['messages_stored']} for {machine['ingest']['distinct_accepted']} "
+        f"distinct updates answered 200 (equal: {stored}); outbox {machine['outbox']}.",
         f"- First contact: the {burst['customers']} automatic replies were all sent "
         f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall).",
     ]

@@ -33,12 +33,15 @@ class RequestLog:
     def __init__(self):
         self.latencies = defaultdict(list)
         self.statuses = defaultdict(lambda: defaultdict(int))
+        self.accepted = set()  # keys (update ids) answered 2xx at least once
         self.first_start = None
         self.last_end = None
 
-    def add(self, kind, status, started, ended):
+    def add(self, kind, status, started, ended, key=None):
         self.latencies[kind].append(ended - started)
         self.statuses[kind][status] += 1
+        if key is not None and isinstance(status, int) and 200 <= status < 300:
+            self.accepted.add(key)
         self.first_start = started if self.first_start is None else min(self.first_start, started)
         self.last_end = ended if self.last_end is None else max(self.last_end, ended)
 
@@ -59,6 +62,7 @@ class RequestLog:
             **summarize(everything),
             "by_kind": {kind: summarize(values) for kind, values in sorted(self.latencies.items())},
             "statuses": {kind: dict(counts) for kind, counts in sorted(self.statuses.items())},
+            "distinct_accepted": len(self.accepted),
         }
 
 

@@ -36,9 +36,9 @@ def test_percentiles_are_nearest_rank():
 
 def test_the_request_log_tallies_each_kind_and_status_and_the_rate_over_the_whole_run():
     log = RequestLog()
-    log.add(NEW, 200, started=10.0, ended=10.5)
-    log.add(NEW, 503, started=10.2, ended=11.0)
-    log.add(DUPLICATE, 200, started=10.4, ended=12.0)
+    log.add(NEW, 200, started=10.0, ended=10.5, key=1)
+    log.add(NEW, 503, started=10.2, ended=11.0, key=2)
+    log.add(DUPLICATE, 200, started=10.4, ended=12.0, key=1)
 
     summary = log.summary()
 
@@ -48,6 +48,7 @@ def test_the_request_log_tallies_each_kind_and_status_and_the_rate_over_the_whol
     assert summary["by_kind"][NEW]["count"] == 2
     assert summary["by_kind"][DUPLICATE]["p50_ms"] == 1600.0
     assert summary["statuses"] == {NEW: {200: 1, 503: 1}, DUPLICATE: {200: 1}}
+    assert summary["distinct_accepted"] == 1
 
 
 def test_the_last_receiver_decides_an_events_latency_and_an_event_someone_missed_is_counted_apart():
@@ -156,6 +157,7 @@ def webhook_row(per_second, duplicates=True):
         "pg_connections_after": 2,
         "messages_stored": 9,
         "distinct_updates": 9,
+        "distinct_accepted": 9,
     }
 
 
@@ -208,6 +210,7 @@ def test_the_load_generator_drives_the_webhook_and_the_bare_insert_view(start_se
     bare = run_load({**load_spec(f"{server.url}/bench/insert/", 1000, duplicate_share=0), "label": "bare"})
 
     assert ours["requests"] == 30
+    assert ours["distinct_accepted"] == 27
     assert ours["statuses"] == {DUPLICATE: {"200": 3}, NEW: {"200": 27}}
     assert Message.objects.filter(direction=Message.Direction.IN).count() == 27
     assert bare["statuses"] == {NEW: {"200": 30}}
