@@ -33,9 +33,7 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
         results["machine"] = machine.whole_machine(
             stack, customers=customers, per_customer=per_customer, progress=progress
         )
-        results["first_contact"] = machine.first_contact_burst(
-            stack, customers=60 if quick else 300, progress=progress
-        )
+        results["first_contact"] = machine.first_contact_burst(stack, customers=60 if quick else 300, progress=progress)
     if "datascale" in workloads:
         tickets = 10_000 if quick else 100_000
         results["datascale"] = datascale_run.run(stack, tickets=tickets, messages_per_ticket=10, progress=progress)
