@@ -36,8 +36,10 @@ GENERATE = [
                               date_joined)
        SELECT '!', false, 'bench-agent-' || i, 'Agent', i::text, '', true, true, now()
        FROM generate_series(1, %(agents)s) i""",
-    """INSERT INTO tickets_customer (telegram_user_id, first_name, last_name, username, language_code, created_at)
-       SELECT 8000000000 + i, 'Customer', i::text, 'customer' || i, 'en', now() - make_interval(mins => i::int)
+    """INSERT INTO tickets_customer (telegram_user_id, first_name, last_name, username, language_code, created_at,
+                                    last_reply_seq)
+       SELECT 8000000000 + i, 'Customer', i::text, 'customer' || i, 'en', now() - make_interval(mins => i::int),
+              %(per_ticket)s / 2
        FROM generate_series(1, %(tickets)s) i""",
     # One ticket per customer: 20% open, 10% pending, 40% resolved, 30% closed; a third unassigned.
     """INSERT INTO tickets_ticket (customer_id, status, assignee_id, subject, created_at, updated_at, last_message_at,
@@ -52,14 +54,15 @@ GENERATE = [
        FROM tickets_customer c""",
     # Messages alternate in/out; ids interleave tickets (round k of every ticket, then round k + 1), as on a
     # busy desk where many conversations run at once.
-    """INSERT INTO tickets_message (ticket_id, direction, author_id, text, attachment, telegram_message_id,
+    """INSERT INTO tickets_message (ticket_id, direction, author_id, text, is_command, attachment, telegram_message_id,
                                    reply_to_telegram_message_id, delivery_status, delivery_attempts, delivery_error,
-                                   delivery_due_at, client_msg_id, created_at, edited_at)
+                                   delivery_due_at, outbox_seq, client_msg_id, created_at, edited_at)
        SELECT t.id, CASE WHEN k %% 2 = 1 THEN 'in' ELSE 'out' END, CASE WHEN k %% 2 = 0 THEN t.assignee_id END,
               CASE WHEN random() < 0.01 THEN 'I want a refund for order ' ELSE 'Where is my order ' END
                   || (random() * 1000000)::int || ', thanks',
-              NULL, k, NULL, CASE WHEN k %% 2 = 1 THEN '' ELSE 'sent' END, CASE WHEN k %% 2 = 1 THEN 0 ELSE 1 END, '',
-              NULL, NULL, t.last_message_at - make_interval(mins => (%(per_ticket)s - k)::int), NULL
+              false, NULL, k, NULL, CASE WHEN k %% 2 = 1 THEN '' ELSE 'sent' END,
+              CASE WHEN k %% 2 = 1 THEN 0 ELSE 1 END, '', NULL, CASE WHEN k %% 2 = 0 THEN k / 2 END, NULL,
+              t.last_message_at - make_interval(mins => (%(per_ticket)s - k)::int), NULL
        FROM generate_series(1, %(per_ticket)s) k CROSS JOIN tickets_ticket t
        ORDER BY k, t.id""",
     """UPDATE tickets_ticket SET assignee_id = %(reader)s

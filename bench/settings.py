@@ -7,7 +7,7 @@ middleware, the pool and the channel layer are the same for both sides of each r
 import os
 
 from supportsite.settings import *  # noqa: F403
-from supportsite.settings import CHANNEL_LAYERS, INSTALLED_APPS, REDIS_PREFIX, REDIS_URL, env_number
+from supportsite.settings import CHANNEL_LAYERS, INSTALLED_APPS, REDIS_PREFIX, REDIS_URL
 
 # Before realtime, so the bench's receiver of tickets.hooks.announced runs just before the broadcast's.
 INSTALLED_APPS = [*INSTALLED_APPS]
@@ -27,9 +27,6 @@ if REDIS_URL and os.environ.get("BENCH_CHANNEL_LAYER") == "pubsub":
             },
         }
     }
-
-# Telegram's overall limit, raised against the sandbox to measure the workers' own ceiling.
-TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = env_number("BENCH_TELEGRAM_MESSAGES_PER_SECOND", 30)
 
 # Probes (bench.apps): the Redis list where broadcasts are noted, and a file for libpq's protocol trace.
 BENCH_BROADCAST_LOG = os.environ.get("BENCH_BROADCAST_LOG", "")

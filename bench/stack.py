@@ -111,7 +111,8 @@ class Stack:
     def reset_data(self):
         """Empty every table a workload fills, so each workload starts from the same state."""
         self.sql(
-            "TRUNCATE tickets_ticketevent, tickets_readcursor, tickets_message, tickets_ticket, tickets_customer, "
+            "TRUNCATE tickets_ticketevent, tickets_readcursor, tickets_earlyedit, tickets_message, tickets_ticket, "
+            "tickets_customer, "
             "bots_telegramupdate, django_tasks_database_dbtaskresult RESTART IDENTITY CASCADE"
         )
         self.delete_redis_keys()

@@ -44,6 +44,10 @@ def build_application():
     return application
 
 
+# What to say when Telegram refuses the token; PTB's own message may quote the token.
+TOKEN_REJECTED = "Telegram rejected the bot token: check TELEGRAM_BOT_TOKEN."  # noqa: S105
+
+
 class BotNotReady(TelegramError):
     """The Application could not be initialised; the message is safe to log (no bot token in it)."""
 
@@ -65,7 +69,7 @@ class _ApplicationHolder:
                     await application.initialize()
                 except InvalidToken:
                     # PTB's message quotes the token; never let it reach a log, a response or the database.
-                    raise BotNotReady("Telegram rejected the bot token: check TELEGRAM_BOT_TOKEN.") from None
+                    raise BotNotReady(TOKEN_REJECTED) from None
                 self.application, self.pending = application, None
                 _shut_down_with_daphne()
                 logger.info("Telegram bot application initialised as @%s.", application.bot.username)

@@ -1,15 +1,17 @@
-"""Outbound delivery: sending agents' (and the bot's) replies to Telegram, run by the task worker.
+"""Outbound delivery: one attempt at sending a reply to Telegram, run by the task worker.
 
-Each reply is an outbound ``Message`` with ``delivery_status="queued"`` and a ``deliver_reply`` task
-committed together (tickets.services.queue_reply, through the reply_queued hook and bots.outbox). Here one attempt:
+Each reply is an outbound ``Message`` queued with a ``deliver_reply`` task (tickets.services.queue_reply,
+through the reply_queued hook and bots.outbox, which also decides whose turn it is in each chat). Here one
+attempt:
 
-- skips the reply unless it is still queued and due, and takes a lease on it (so two tasks for the
-  same reply never send it twice at once, and the outbox sweep re-drives it if this worker dies);
-- respects Telegram's limits (about 1 message/s per chat, 30/s overall) by postponing the reply,
-  never by sleeping, so one busy chat does not hold up the others;
-- sends it; 429 retries after ``retry_after``; network errors and 5xx retry with exponential
-  backoff and jitter, up to ``TELEGRAM_DELIVERY_MAX_ATTEMPTS``; a blocked bot or an unknown chat
-  fails at once with a reason an agent understands.
+- claims the reply if it is its chat's head and due, taking a lease on it (bots.outbox);
+- takes a place within Telegram's overall limit (30 messages/s by default), shared by every worker;
+- sends it as what it is: text, or a photo, document, voice, video, audio, animation or sticker by file_id;
+- records the outcome. A 429 retries after ``retry_after`` and costs nothing of the retry window; network
+  errors, 5xx and a rejected bot token retry with capped exponential backoff for
+  ``TELEGRAM_DELIVERY_RETRY_WINDOW_SECONDS`` (hours by default: an outage or a token rotation fails
+  nothing); a blocked bot, an unknown chat or a refused message fail at once with a reason an agent
+  understands.
 
 Delivery is at-least-once. The customer receives a reply twice if Telegram accepted it but this
 attempt never learnt so: the worker died before ``sent`` was committed (the sweep re-drives the
@@ -28,112 +30,120 @@ from django.utils import timezone
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 
-from tickets import services
-from tickets.models import Message
+from tickets.services import CAPTIONLESS_ATTACHMENTS, SENDABLE_ATTACHMENTS
 
-from .application import BotLoop, BotNotReady, get_application
-from .outbox import claim_delivery, postpone_delivery, schedule_delivery_retry
+from .application import TOKEN_REJECTED, BotLoop, BotNotReady, get_application
+from .outbox import claim_delivery, record_failed, record_sent, schedule_delivery_retry
 
 logger = logging.getLogger(__name__)
 
-SEND_MEDIA = {
-    "photo": "send_photo",
-    "document": "send_document",
-    "voice": "send_voice",
-    "video": "send_video",
-}
+# The Bot API method that sends each kind of attachment (tickets.services checks replies against these).
+SEND_MEDIA = {kind: f"send_{kind}" for kind in SENDABLE_ATTACHMENTS}
 
 
 def deliver(message_id):
     """One delivery attempt for the reply ``message_id`` (the body of bots.tasks.deliver_reply)."""
-    now = timezone.now()
-    message = Message.objects.select_related("ticket__customer").filter(pk=message_id).first()
-    if message is None or message.delivery_status != Message.DeliveryStatus.QUEUED:
-        return  # sent or failed already
-    if message.delivery_due_at and message.delivery_due_at > now:
-        return  # another attempt holds it, or it is scheduled later (by a task of its own)
-    chat_id = message.ticket.customer.telegram_user_id
-    wait = seconds_until_send_allowed(chat_id)
-    if wait:
-        postpone_delivery(message, now + timedelta(seconds=wait))
-        return
     lease = settings.TELEGRAM_DELIVERY_LEASE_SECONDS
     message = claim_delivery(message_id, lease=timedelta(seconds=lease))
     if message is None:
-        return  # another task claimed it first
-
+        return  # done, not its turn, not due, or another attempt holds it
+    wait = reserve_send_slot()
+    if wait > lease / 4:
+        _retry(message, wait, "Waiting for a free place within Telegram's overall rate limit.", transient=False)
+        return
+    time.sleep(wait)  # at most about (workers / TELEGRAM_GLOBAL_MESSAGES_PER_SECOND) seconds
+    chat_id = message.ticket.customer.telegram_user_id
     try:
         # Half the lease: an abandoned call is cancelled well before another attempt may take the reply.
         sent = BotLoop.run(lambda bot: _send(bot, chat_id, message), timeout=lease / 2)
     except RetryAfter as error:
         seconds = _seconds(error.retry_after)
-        _retry(message, seconds, f"Telegram asked to slow down; retrying in {seconds:g} s.")
+        _retry(message, seconds, f"Telegram asked to slow down; retrying in {seconds:g} s.", transient=False)
     except Forbidden:
-        _fail(message, "The customer has blocked the bot, so Telegram refused the message.")
+        record_failed(message, "The customer has blocked the bot, so Telegram refused the message.")
     except BadRequest as error:
         if "chat not found" in error.message.lower():
             reason = "Telegram does not know this chat (chat not found): the customer may have deleted the chat."
         else:
             reason = f"Telegram refused the message: {error.message}"
-        _fail(message, reason)
+        record_failed(message, reason)
     except (NetworkError, TimeoutError) as error:
-        _retry_transient(message, f"Could not reach Telegram: {error or 'timed out'}")
-    except (BotNotReady, InvalidToken) as error:
-        # A configuration problem, not this reply's: retried with backoff like a network error.
-        _retry_transient(message, str(error))
+        _retry_transient(message, f"Could not reach Telegram: {error or 'timed out'}.")
+    except (BotNotReady, InvalidToken):
+        # A configuration problem, not this reply's: retried like a network error until the token is fixed.
+        _retry_transient(message, TOKEN_REJECTED)
     except TelegramError as error:
-        _fail(message, f"Telegram refused the message: {error}")
+        record_failed(message, f"Telegram refused the message: {error}")
     except Exception as error:
         logger.exception("Reply %s: unexpected error while sending.", message.pk)
         _retry_transient(message, f"Unexpected error while sending ({type(error).__name__}).")
     else:
-        services.mark_delivered(message, sent.message_id, lease_until=message.delivery_due_at)
+        record_sent(message, sent.message_id)
 
 
 async def _send(bot, chat_id, message):
     attachment = message.attachment or {}
-    method = SEND_MEDIA.get(attachment.get("kind"))
-    if method and attachment.get("file_id"):
-        return await getattr(bot, method)(chat_id, attachment["file_id"], caption=message.text or None)
+    kind = attachment.get("kind")
+    if kind in SEND_MEDIA:
+        caption = {} if kind in CAPTIONLESS_ATTACHMENTS else {"caption": message.text or None}
+        return await getattr(bot, SEND_MEDIA[kind])(chat_id, attachment["file_id"], **caption)
     return await bot.send_message(chat_id, message.text)
 
 
-def _fail(message, reason):
-    services.mark_delivery_failed(message, reason, lease_until=message.delivery_due_at)
-
-
 def _retry_transient(message, error):
-    if message.delivery_attempts >= settings.TELEGRAM_DELIVERY_MAX_ATTEMPTS:
-        _fail(message, f"Gave up after {message.delivery_attempts} attempts. {error}")
+    """Retry after a transient error with capped exponential backoff, until the retry window is over.
+
+    The backoff grows with the time the reply has been failing (each delay about as long as the failures so
+    far), so it needs no counter: a run of errors that started at ``delivery_failing_since``.
+    """
+    now = timezone.now()
+    failing_for = (now - (message.delivery_failing_since or now)).total_seconds()
+    window = settings.TELEGRAM_DELIVERY_RETRY_WINDOW_SECONDS
+    if failing_for >= window:
+        record_failed(message, f"Gave up after {_span(failing_for)} of retrying. {error}")
         return
-    base = settings.TELEGRAM_DELIVERY_BACKOFF_SECONDS
-    delay = min(base * 2 ** (message.delivery_attempts - 1), settings.TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS)
-    _retry(message, delay * random.uniform(0.5, 1.0), error)
+    delay = min(
+        max(settings.TELEGRAM_DELIVERY_BACKOFF_SECONDS, failing_for), settings.TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS
+    )
+    delay = min(delay * random.uniform(0.5, 1.0), window - failing_for)
+    note = f"{error} Retrying for up to {_span(window)}; later replies to this customer wait for this one."
+    _retry(message, delay, note, transient=True)
 
 
-def _retry(message, seconds, error):
+def _retry(message, seconds, error, *, transient):
     logger.info("Reply %s: attempt %s failed (%s)", message.pk, message.delivery_attempts, error)
-    schedule_delivery_retry(message, timezone.now() + timedelta(seconds=seconds), error)
+    schedule_delivery_retry(message, timezone.now() + timedelta(seconds=seconds), error, transient=transient)
 
 
 def _seconds(retry_after):
     return retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
 
 
-def seconds_until_send_allowed(chat_id):
-    """0 if a message may go to ``chat_id`` now, else how long to wait (Telegram's flood limits).
+def _span(seconds):
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
 
-    The counters live in the cache (Redis in production), so every worker shares them.
+
+def reserve_send_slot(now=None):
+    """Seconds to wait before this send so that all workers together stay within Telegram's overall limit.
+
+    Each send takes a place in the first second that still has one among its
+    TELEGRAM_GLOBAL_MESSAGES_PER_SECOND; the counters live in the cache (Redis in production), shared by
+    every worker. A worker holds one place at a time, so the wait is at most about workers / limit seconds.
     """
-    if not cache.add(f"telegram:chat-slot:{chat_id}", 1, timeout=1):
-        return 1.0
-    now = time.time()
-    second = f"telegram:sent-in:{int(now)}"
-    cache.add(second, 0, timeout=5)
-    if cache.incr(second) > settings.TELEGRAM_GLOBAL_MESSAGES_PER_SECOND:
-        cache.delete(f"telegram:chat-slot:{chat_id}")
-        return 1.0 - (now - int(now)) + random.uniform(0, 0.5)
-    return 0
+    now = time.time() if now is None else now
+    second = int(now)
+    while True:
+        key = f"telegram:sends-in:{second}"
+        cache.add(key, 0, timeout=second - int(now) + 10)
+        try:
+            if cache.incr(key) <= settings.TELEGRAM_GLOBAL_MESSAGES_PER_SECOND:
+                return max(0.0, second - now)
+        except ValueError:
+            continue  # the counter expired between add and incr: take it again
+        second += 1
 
 
 async def show_agent_typing(sender, chat_id, **kwargs):

@@ -29,6 +29,7 @@ GREETING = (
 TICKET_OPENED = "Thanks for your message! We opened ticket #{number}; an agent will answer here soon."
 NEW_TICKET = "Ticket #{number} is open. Write your question and an agent will answer here."
 STATUS = "Your ticket #{number} is {status}."
+REOPEN_HINT = " Write here if you need more help and it opens again."
 
 # Errors raised by handlers during one webhook request; see bots.webhook.
 handler_errors: ContextVar[list | None] = ContextVar("handler_errors", default=None)
@@ -71,7 +72,7 @@ def once_per_update(work):
     return callback
 
 
-def _record(update):
+def _record(update, command=False):
     message = update.effective_message
     return services.record_inbound_message(
         profile_of(message.from_user),
@@ -79,6 +80,7 @@ def _record(update):
         attachment=attachment_of(message),
         telegram_message_id=message.message_id,
         reply_to_telegram_message_id=message.reply_to_message.message_id if message.reply_to_message else None,
+        command=command,
     )
 
 
@@ -91,7 +93,7 @@ def customer_message(update):
 
 @once_per_update
 def start_command(update):
-    message, _ = _record(update)
+    message, _ = _record(update, command=True)
     first_name = update.effective_user.first_name
     services.queue_reply(message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""), author=None)
 
@@ -106,26 +108,31 @@ def new_command(update):
 
 @once_per_update
 def status_command(update):
-    message, _ = _record(update)
+    message, _ = _record(update, command=True)
     ticket = message.ticket
     status = Ticket.Status(ticket.status).label.lower()
-    if ticket.assignee_id:
+    if ticket.assignee_id and ticket.is_active:
         status += ", and an agent is on it"
-    services.queue_reply(ticket, STATUS.format(number=ticket.pk, status=status), author=None)
+    answer = STATUS.format(number=ticket.pk, status=status)
+    if ticket.status == Ticket.Status.RESOLVED:
+        answer += REOPEN_HINT
+    services.queue_reply(ticket, answer, author=None)
 
 
 @once_per_update
 def edited_message(update):
     message = update.edited_message
     stored = services.record_message_edit(
-        message.from_user.id,
+        profile_of(message.from_user),
         message.message_id,
         text=text_of(message),
         attachment=attachment_of(message),
         edited_at=message.edit_date,
     )
     if stored is None:
-        logger.info("Update %s edits message %s, which was never stored.", update.update_id, message.message_id)
+        logger.info(
+            "Update %s edits message %s, not stored yet: kept until it is.", update.update_id, message.message_id
+        )
 
 
 async def ignored_update(update, context):

@@ -1,21 +1,37 @@
-"""The outbox's bookkeeping: enqueuing a reply's delivery, leasing it for an attempt, retrying, re-driving.
+"""The outbox: each chat's replies go out one at a time, in the order they were queued.
 
-A queued reply's ``delivery_due_at`` says when its next attempt is due or, while an attempt runs, until
-when that attempt holds it (its lease). Every change here is a conditional UPDATE, so of two tasks for one
-reply only one sends it, and an outcome is recorded only by the attempt still holding the lease
-(tickets.services.mark_delivered / mark_delivery_failed). None of this is visible to agents until the
-reply is sent or fails, which tickets.services records as the ticket's events.
+A chat's queue is its customer's queued replies in ``outbox_seq`` order (tickets.queries.chat_queue); only
+its first reply, the head, may be sent. Each reply has a task, enqueued with it (tickets.hooks.reply_queued).
+A task sends its reply only if the reply is the head, is due, and the chat's previous reply went out at
+least TELEGRAM_CHAT_INTERVAL_SECONDS ago (Telegram's per-chat limit); otherwise the task ends at once and
+the reply waits without a worker: when the head is sent or fails for good, the same transaction makes the
+next reply due (after the interval if one was sent) and enqueues its task for then. Claiming a head and
+settling it both hold the customer's row lock, so a reply queued meanwhile is either seen by the settling
+transaction or sees the head settled itself: no wake-up is lost. A chat thus has at most one reply in
+flight, a busy chat never occupies a worker while it waits, and a reply costs at most two tasks plus its
+retries.
+
+A reply waiting for a retry (a network error, a 5xx, a 429, a rejected token) stays the head and holds the
+chat's later replies back, so the customer reads them in order; it releases them when it is sent, or when
+it fails for good (a permanent error, or the end of the retry window). A re-sent reply queues at the back.
+
+``delivery_due_at`` says when a queued reply's next attempt is due or, while an attempt runs, until when
+that attempt holds it (its lease). Every change here is conditional, so of two tasks for one reply only
+one sends it, and an outcome is recorded only by the attempt still holding the lease.
 """
 
 import logging
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
-from tickets.models import Message
-from tickets.queries import stranded_replies
+from tickets import services
+from tickets.models import Customer, Message
+from tickets.queries import chat_queue, stranded_replies
 
 from .tasks import deliver_reply
 
@@ -39,66 +55,117 @@ def _due(queryset, now):
     )
 
 
-def claim_delivery(message_id, lease: timedelta):
-    """Start a delivery attempt if the reply is still queued and due; returns the message or None.
+def _lock_chat(message_id, skip_locked=False):
+    """The customer ``message_id`` is addressed to, locked until the transaction ends (their chat's queue)."""
+    customers = Customer.objects.select_for_update(of=("self",), no_key=True, skip_locked=skip_locked)
+    return customers.filter(tickets__messages=message_id).first()
 
-    One conditional UPDATE, so of two tasks for the same reply only one sends it. The attempt holds the
-    reply until ``delivery_due_at`` (its lease), and the outbox sweep re-drives the reply if the worker
-    died holding it.
+
+def claim_delivery(message_id, lease: timedelta):
+    """Start a delivery attempt if the reply is its chat's head and due; returns the message or None.
+
+    The attempt holds the reply until ``delivery_due_at`` (its lease); the claim is one conditional UPDATE
+    (still queued and due), so of two tasks for the same reply only one sends it. A head the chat's
+    interval holds back is postponed to the end of it, by a task scheduled for then, not by waiting here.
     """
     now = timezone.now()
-    lease_until = now + lease
-    claimed = _due(Message.objects.filter(pk=message_id), now).update(
-        delivery_due_at=lease_until, delivery_attempts=F("delivery_attempts") + 1
-    )
-    if not claimed:
-        return None
-    return Message.objects.select_related("ticket__customer").get(pk=message_id, delivery_due_at=lease_until)
-
-
-def postpone_delivery(message, due_at: datetime):
-    """Move a due reply's next attempt to ``due_at`` (Telegram's flood limits) without counting an attempt.
-
-    Conditional like a claim: a reply that another attempt holds, or that is already done, is left alone.
-    """
     with transaction.atomic():
-        moved = _due(Message.objects.filter(pk=message.pk), timezone.now()).update(delivery_due_at=due_at)
-        if moved:
-            enqueue_delivery(message, run_after=due_at)
-    return bool(moved)
+        customer = _lock_chat(message_id)
+        head = chat_queue(customer.pk).first() if customer is not None else None
+        if head is None or head.pk != message_id:
+            return None  # sent or failed already, or waiting for an earlier reply (which wakes it)
+        interval = timedelta(seconds=settings.TELEGRAM_CHAT_INTERVAL_SECONDS)
+        if customer.last_reply_sent_at is not None and customer.last_reply_sent_at + interval > now:
+            _make_due_at(head, customer.last_reply_sent_at + interval, now)
+            return None
+        lease_until = now + lease
+        claimed = _due(Message.objects.filter(pk=message_id), now).update(
+            delivery_due_at=lease_until, delivery_attempts=F("delivery_attempts") + 1
+        )
+        if not claimed:
+            return None  # another attempt holds it, or it waits for a retry (by a task of its own)
+        return Message.objects.select_related("ticket__customer").get(pk=message_id, delivery_due_at=lease_until)
 
 
-def schedule_delivery_retry(message, due_at: datetime, error):
-    """Keep the reply queued, note ``error``, and enqueue its next attempt for ``due_at`` — if the attempt
-    still holds its lease (``message.delivery_due_at``)."""
+def _make_due_at(message, due_at: datetime, now):
+    """Move a due reply's next attempt to ``due_at`` and enqueue its task for then (conditional, like a claim:
+    a reply held by an attempt, scheduled later already, or done is left alone)."""
+    if _due(Message.objects.filter(pk=message.pk), now).update(delivery_due_at=due_at):
+        enqueue_delivery(message, run_after=due_at)
+
+
+def record_sent(message, telegram_message_id):
+    """The attempt's reply reached Telegram: record it and wake the chat's next reply, after the interval."""
     with transaction.atomic():
-        held = Message.objects.filter(
-            pk=message.pk, delivery_status=Message.DeliveryStatus.QUEUED, delivery_due_at=message.delivery_due_at
-        ).update(delivery_due_at=due_at, delivery_error=error)
+        if services.mark_delivered(message, telegram_message_id, lease_until=message.delivery_due_at):
+            interval = timedelta(seconds=settings.TELEGRAM_CHAT_INTERVAL_SECONDS)
+            _wake_next_reply(message, timezone.now() + interval)
+
+
+def record_failed(message, reason):
+    """The attempt's reply will never be delivered: record why, and wake the chat's next reply now."""
+    with transaction.atomic():
+        if services.mark_delivery_failed(message, reason, lease_until=message.delivery_due_at):
+            _wake_next_reply(message, timezone.now())
+
+
+def _wake_next_reply(settled, due_at):
+    # The customer's lock, taken by the outcome in this transaction, orders this with the next one's claim.
+    head = chat_queue(settled.ticket.customer_id).first()
+    if head is not None:
+        _make_due_at(head, due_at, due_at)
+
+
+def schedule_delivery_retry(message, due_at: datetime, error, *, transient):
+    """Keep the reply queued (and its chat's later replies waiting), note ``error``, and enqueue its next
+    attempt for ``due_at`` — if the attempt still holds its lease. ``transient`` errors count towards the
+    retry window; Telegram's 429 does not."""
+    with transaction.atomic():
+        held = services.mark_delivery_retrying(
+            message, error, lease_until=message.delivery_due_at, retry_at=due_at, transient=transient
+        )
         if not held:
             logger.warning(
                 "Reply %s: attempt %s lost its lease; no retry scheduled.", message.pk, message.delivery_attempts
             )
             return False
-        message.delivery_due_at, message.delivery_error = due_at, error
         enqueue_delivery(message, run_after=due_at)
     return True
 
 
-def redrive_stranded_replies(stranded_after: timedelta):
-    """Re-enqueue replies still queued long after they were due: their task was lost or its worker died.
+def _live_tasks(lease: timedelta):
+    """Delivery tasks that will still run or are running now; a task running longer than a lease died with
+    its worker (an attempt gives up sending after half a lease)."""
+    return DBTaskResult.objects.filter(task_path=deliver_reply.module_path).filter(
+        Q(status="READY") | Q(status="RUNNING", started_at__gt=timezone.now() - lease)
+    )
 
-    Returns how many were re-driven. A reply whose worker is merely slow is protected by its lease,
-    so a re-drive at worst costs a no-op task.
+
+def redrive_stranded_replies(stranded_after: timedelta, lease: timedelta | None = None):
+    """Re-enqueue replies that nothing will deliver: the head of their chat's queue, due for longer than
+    ``stranded_after``, with no live task (it was lost, or its worker died). Returns how many.
+
+    A reply behind its chat's head, or with a task waiting for a worker, is merely waiting and left alone.
+    Each re-drive re-checks under the chat's lock, so it never races the reply's own claim or settling.
     """
+    lease = lease or timedelta(seconds=settings.TELEGRAM_DELIVERY_LEASE_SECONDS)
+    live = set(_live_tasks(lease).values_list("args_kwargs__args__0", flat=True))
+    candidates = [pk for pk in stranded_replies(stranded_after).values_list("pk", flat=True) if pk not in live]
     count = 0
-    with transaction.atomic():
-        for message in stranded_replies(stranded_after).select_for_update(skip_locked=True):
-            # Conditional again: without row locks (SQLite) a claim could have come in since the SELECT.
-            if not stranded_replies(stranded_after).filter(pk=message.pk).update(delivery_due_at=timezone.now()):
+    for message_id in candidates:
+        with transaction.atomic():
+            customer = _lock_chat(message_id, skip_locked=True)  # locked: someone is at work on this chat
+            head = chat_queue(customer.pk).first() if customer is not None else None
+            if (
+                head is None
+                or head.pk != message_id
+                or _live_tasks(lease).filter(args_kwargs__args__0=head.pk).exists()
+            ):
                 continue
-            enqueue_delivery(message)
-            count += 1
+            now = timezone.now()
+            if _due(Message.objects.filter(pk=head.pk), now - stranded_after).update(delivery_due_at=now):
+                enqueue_delivery(head)
+                count += 1
     if count:
-        logger.warning("Re-drove %d stranded replies (queued for more than %s).", count, stranded_after)
+        logger.warning("Re-drove %d stranded replies (due for more than %s, no live task).", count, stranded_after)
     return count

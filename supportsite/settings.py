@@ -157,6 +157,8 @@ else:
 # --- The tickets' event history (G12) ---------------------------------------------------------------
 # Events older than this are pruned; a client resuming from before them reloads instead.
 TICKET_HISTORY_RETENTION_DAYS = env_number("TICKET_HISTORY_RETENTION_DAYS", 30)
+# A customer writing within this many days after their ticket was resolved reopens it; later, a new one opens.
+TICKET_REOPEN_DAYS = env_number("TICKET_REOPEN_DAYS", 7, float)
 
 # --- Background tasks (the reply outbox) --------------------------------------------------------
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
@@ -242,12 +244,16 @@ LOGGING = {
     },
 }
 
-# Outbound delivery (bots.delivery): retries, backoff and Telegram's flood limits.
-TELEGRAM_DELIVERY_MAX_ATTEMPTS = env_number("TELEGRAM_DELIVERY_MAX_ATTEMPTS", 8)
+# Outbound delivery (bots.outbox, bots.delivery): retries, backoff and Telegram's flood limits.
+# Transient errors (network, 5xx, a rejected token) are retried for this long before a reply fails: long
+# enough to ride out an outage or a token rotation. 429s wait retry_after and do not count.
+TELEGRAM_DELIVERY_RETRY_WINDOW_SECONDS = env_number("TELEGRAM_DELIVERY_RETRY_WINDOW_SECONDS", 6 * 60 * 60, float)
 TELEGRAM_DELIVERY_BACKOFF_SECONDS = env_number("TELEGRAM_DELIVERY_BACKOFF_SECONDS", 2, float)
-TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS = 300
+TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS = env_number("TELEGRAM_DELIVERY_BACKOFF_CAP_SECONDS", 300, float)
 # How long one attempt may hold a reply before the sweep may consider its worker dead.
 TELEGRAM_DELIVERY_LEASE_SECONDS = env_number("TELEGRAM_DELIVERY_LEASE_SECONDS", 60)
-TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = 30
-# A reply still queued this long after it was due lost its task (or its worker); the sweep re-drives it.
+# Telegram's flood limits: about one message a second per chat, 30 a second in all.
+TELEGRAM_CHAT_INTERVAL_SECONDS = env_number("TELEGRAM_CHAT_INTERVAL_SECONDS", 1, float)
+TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = env_number("TELEGRAM_GLOBAL_MESSAGES_PER_SECOND", 30)
+# The head of a chat's queue due this long without a live task lost it (or its worker); the sweep re-drives it.
 OUTBOX_STRANDED_AFTER_SECONDS = env_number("OUTBOX_STRANDED_AFTER_SECONDS", 120)

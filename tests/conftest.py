@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -18,9 +19,12 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from bots.sandbox.client import wait_until as poll_until
 from bots.sandbox.runner import SandboxServer
+from tickets import services
+from tickets.models import Ticket
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -59,6 +63,13 @@ def other_agent(django_user_model):
 @pytest.fixture
 def is_postgres():
     return connection.vendor == "postgresql"
+
+
+def resolve(ticket, days_ago=0):
+    """Resolve ``ticket`` as an agent would have ``days_ago`` days ago (past TICKET_REOPEN_DAYS, the
+    customer's next message opens a new ticket instead of reopening this one)."""
+    services.change_ticket_status(ticket, Ticket.Status.RESOLVED, acting_user=None)
+    Ticket.objects.filter(pk=ticket.pk).update(resolved_at=timezone.now() - timedelta(days=days_ago))
 
 
 # --- The Telegram sandbox ---------------------------------------------------------------------------
@@ -110,23 +121,24 @@ def test_database_url():
     return f"sqlite:///{db['NAME']}"
 
 
-def wait_until(predicate, timeout=20, message="condition"):
+def wait_until(predicate, timeout=20, message="condition", interval=0.05):
     """The sandbox client's poll-with-a-deadline, failing the test with what it was waiting for."""
     try:
-        return poll_until(predicate, timeout=timeout)
+        return poll_until(predicate, timeout=timeout, interval=interval)
     except AssertionError:
         pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
 
 
+def lock_waits():
+    """How many transactions on the test database are waiting (in PostgreSQL) for a lock held by another."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    with connection.cursor() as cursor:
+        return cursor.execute(query).fetchone()[0]
+
+
 def wait_for_lock_wait(message):
     """Poll PostgreSQL until a transaction on the test database is waiting for a lock held by another."""
-    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-
-    def waiting():
-        with connection.cursor() as cursor:
-            return cursor.execute(query).fetchone()[0]
-
-    wait_until(waiting, message=message)
+    wait_until(lock_waits, message=message)
 
 
 # --- Listening to the channel layer like a consumer would -------------------------------------------

@@ -1,6 +1,7 @@
 """The Django admin for support agents: tickets with their conversation, and the customers behind them.
 
-Every active staff user is an agent and may work tickets here, without per-model permissions. The admin
+Every active staff user is an agent and may work tickets here, without per-model permissions; only
+forgetting a customer needs one (tickets.forget_customer). The admin
 changes nothing itself: status, assignee and replies go through tickets.services, and customers,
 tickets and messages come from Telegram, so nothing is added or deleted here and messages are never
 edited.
@@ -11,9 +12,11 @@ from datetime import datetime
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.http import Http404, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import path
 from django.views.decorators.http import require_POST
 
@@ -84,10 +87,18 @@ class ConversationEntry:
     delivery_error: str
 
 
+def delivery_note(message, waiting_for):
+    """Why a reply is where it is: a queued reply behind an earlier one to the same customer waits for it."""
+    if message.pk in waiting_for:
+        return f"Waiting for reply #{waiting_for[message.pk]} to this customer to be delivered (or fail) first."
+    return message.delivery_error
+
+
 def conversation(ticket):
-    """The ticket's messages, oldest first, in one query. Customers' messages came from Telegram and
+    """The ticket's messages, oldest first, in two queries. Customers' messages came from Telegram and
     replies are on their way there, so the page shows them read-only, outside the form."""
     messages = ticket.messages.select_related("author", "ticket__customer").order_by("id")
+    waiting_for = queries.replies_waiting(ticket)
     return [
         ConversationEntry(
             number=message.pk,
@@ -99,7 +110,7 @@ def conversation(ticket):
             edited_at=message.edited_at,
             delivery_status=message.get_delivery_status_display(),
             delivery_attempts=None if message.direction == Message.Direction.IN else message.delivery_attempts,
-            delivery_error=message.delivery_error,
+            delivery_error=delivery_note(message, waiting_for),
         )
         for message in messages
     ]
@@ -163,6 +174,10 @@ class TicketChangeForm(forms.ModelForm):
         # A fresh copy: the instance already holds the submitted values (and may be stale).
         ticket = Ticket.objects.select_related("customer", "assignee").get(pk=self.instance.pk)
         steps = []
+        if self.cleaned_data.get("reply"):
+            # First: it locks the customer, then the ticket (services.base's lock order); and before the
+            # status, so that a reply and "closed" in one save answer and then close.
+            steps.append(("reply", lambda: services.queue_reply(ticket, self.cleaned_data["reply"], author=self.agent)))
         if "assignee" in self.changed_data:
             steps.append(
                 (
@@ -170,9 +185,6 @@ class TicketChangeForm(forms.ModelForm):
                     lambda: services.assign_ticket(ticket, self.cleaned_data["assignee"], acting_user=self.agent),
                 )
             )
-        if self.cleaned_data.get("reply"):
-            # Before the status, so that a reply and "closed" in one save answer and then close.
-            steps.append(("reply", lambda: services.queue_reply(ticket, self.cleaned_data["reply"], author=self.agent)))
         if "status" in self.changed_data:
             steps.append(
                 (
@@ -206,7 +218,7 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
     search_fields = ["customer__first_name", "customer__last_name", "customer__username", "messages__text"]
     search_help_text = "Customer's name or username, or text from the conversation."
     ordering = [F("last_message_at").desc(nulls_last=True), "-id"]
-    actions = ["assign_to_me", "resolve", "close"]
+    actions = ["assign_to_me", "resolve", "close", "resend_failed_replies"]
     fieldsets = [
         (None, {"fields": ["customer", "subject", "status", "assignee"]}),
         # The change form template shows this one after the conversation.
@@ -280,21 +292,39 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
             "Closed",
         )
 
-    def apply_to_each(self, request, tickets, change, done_label):
-        """Apply ``change`` to each ticket on its own: the ones the ticket rules refuse are reported and
-        left as they were, the others still change."""
+    @admin.action(description="Re-send failed replies", permissions=["change"])
+    def resend_failed_replies(self, request, queryset):
+        """Queue every failed reply of the selected tickets again, oldest first (each at the back of its
+        customer's queue)."""
+        failed = Message.objects.filter(
+            ticket__in=queryset, direction=Message.Direction.OUT, delivery_status=Message.DeliveryStatus.FAILED
+        ).select_related("ticket")
+        if not failed.exists():
+            self.message_user(request, "The selected tickets have no failed replies.", messages.INFO)
+            return
+        self.apply_to_each(
+            request,
+            failed,
+            lambda reply: services.resend_reply(reply, acting_user=request.user),
+            "Replies queued again",
+            nouns=("reply", "replies"),
+        )
+
+    def apply_to_each(self, request, objects, change, done_label, nouns=("ticket", "tickets")):
+        """Apply ``change`` to each object (ticket, reply) on its own: the ones the ticket rules refuse are
+        reported and left as they were, the others still change."""
         done, refused = [], []
-        for ticket in tickets.order_by("pk"):
+        for item in objects.order_by("pk"):
             try:
-                change(ticket)
+                change(item)
             except services.TicketRuleError as error:
                 refused.append(str(error))
             else:
-                done.append(f"#{ticket.pk}")
+                done.append(f"#{item.pk}")
         if done:
             self.message_user(request, f"{done_label}: {', '.join(done)}.", messages.SUCCESS)
         if refused:
-            noun = "ticket" if len(refused) == 1 else "tickets"
+            noun = nouns[0] if len(refused) == 1 else nouns[1]
             self.message_user(request, f"{len(refused)} {noun} left unchanged. {' '.join(refused)}", messages.WARNING)
 
 
@@ -316,18 +346,41 @@ class CustomerTicketInline(ReadOnlyInline, admin.TabularInline):
 
 @admin.register(Customer)
 class CustomerAdmin(AgentAccess, admin.ModelAdmin):
-    """Customers as Telegram describes them: agents look them up, nobody edits them."""
+    """Customers as Telegram describes them: agents look them up, nobody edits them. Agents with the
+    "Can forget a customer" permission can forget them (erase their personal data and messages)."""
 
     inlines = [CustomerTicketInline]
     list_display = ["name", "username", "telegram_user_id", "created_at", "ticket_count"]
     search_fields = ["first_name", "last_name", "username", "telegram_user_id__exact"]
     search_help_text = "Name, username, or exact Telegram user id."
     ordering = ["-created_at", "-id"]
-    fields = ["first_name", "last_name", "username", "telegram_user_id", "language_code", "created_at"]
+    fields = ["first_name", "last_name", "username", "telegram_user_id", "language_code", "created_at", "erased_at"]
     readonly_fields = fields
+    actions = ["forget"]
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_forget_permission(self, request):
+        return is_agent(request) and request.user.has_perm(services.FORGET_PERMISSION)
+
+    @admin.action(description="Forget (erase personal data and messages)…", permissions=["forget"])
+    def forget(self, request, queryset):
+        """Asks once more (it cannot be undone), then forgets each selected customer through the service."""
+        if request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Forget customers",
+                "opts": self.model._meta,
+                "queryset": queryset,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "media": self.media,
+            }
+            return TemplateResponse(request, "admin/tickets/customer/forget_confirmation.html", context)
+        forgotten = [services.forget_customer(customer, acting_user=request.user).pk for customer in queryset]
+        # By number only: the message outlives the request (in the session), the names must not.
+        numbers = ", ".join(f"#{pk}" for pk in sorted(forgotten))
+        self.message_user(request, f"Forgot customers {numbers}: their personal data and messages are erased.")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(ticket_count=Count("tickets"))

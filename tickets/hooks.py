@@ -6,6 +6,9 @@ tickets imports nothing from bots or realtime; they connect receivers here (in t
   ``TicketEvent`` rows. realtime broadcasts them.
 - ``reply_queued``, inside the transaction that stores an outbound reply: ``message``. bots enqueues its
   delivery there, so the reply and its delivery commit together or not at all.
+- ``customer_forgotten``, inside the transaction that forgets a customer (tickets.services.forget_customer):
+  ``customer`` (already erased) and the ``telegram_user_id`` they had. An app keeping anything about that
+  Telegram user (raw updates, say) erases it there, so the erasure commits whole or not at all.
 - ``agent_typing``: an agent is typing in ``ticket`` (``agent``); bots shows "typing…" in the
   customer's Telegram chat (``chat_id``). Sent with ``asend`` from async code; a courtesy that never fails.
 """
@@ -14,4 +17,5 @@ from django.dispatch import Signal
 
 announced = Signal()
 reply_queued = Signal()
+customer_forgotten = Signal()
 agent_typing = Signal()

@@ -10,23 +10,37 @@ from django.db.models import Q
 
 
 class Customer(models.Model):
-    """A person writing to the bot, identified by their Telegram user id."""
+    """A person writing to the bot, identified by their Telegram user id (none once they were forgotten).
 
-    telegram_user_id = models.BigIntegerField(unique=True)
+    The customer's row is also their chat's outbox: replies to them are numbered in queue order
+    (``last_reply_seq``) and delivered one at a time in that order (bots.outbox), so the row lock
+    serialises everything that queues, sends or settles a reply to this chat.
+    """
+
+    telegram_user_id = models.BigIntegerField(unique=True, null=True, blank=True)
     first_name = models.CharField(max_length=255, blank=True)
     last_name = models.CharField(max_length=255, blank=True)
     username = models.CharField(max_length=64, blank=True)
     language_code = models.CharField(max_length=35, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The outbox number of the latest reply queued to this customer (Message.outbox_seq).
+    last_reply_seq = models.PositiveBigIntegerField(default=0)
+    # When the latest reply reached Telegram: the next one waits TELEGRAM_CHAT_INTERVAL_SECONDS after it.
+    last_reply_sent_at = models.DateTimeField(null=True, blank=True)
+    # Set when the customer was forgotten (tickets.services.forget_customer): their personal data is gone.
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["username"])]
+        permissions = [("forget_customer", "Can forget a customer (erase their personal data and messages)")]
 
     def __str__(self):
         return self.name
 
     @property
     def name(self):
+        if self.erased_at is not None:
+            return f"Forgotten customer #{self.pk}"
         full_name = f"{self.first_name} {self.last_name}".strip()
         return full_name or (f"@{self.username}" if self.username else f"Telegram user {self.telegram_user_id}")
 
@@ -55,6 +69,8 @@ class Ticket(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
+    # When the ticket was last resolved; the customer writing within TICKET_REOPEN_DAYS reopens it.
+    resolved_at = models.DateTimeField(null=True, blank=True)
     # The seq of the ticket's latest event (see TicketEvent); incremented under the ticket's row lock.
     last_seq = models.PositiveBigIntegerField(default=0)
 
@@ -108,6 +124,8 @@ class Message(models.Model):
         related_name="+",
     )
     text = models.TextField(blank=True)
+    # A bot command (/start, /status): answered, but not a message an agent has to read.
+    is_command = models.BooleanField(default=False)
     # What Telegram sent beside the text: {"kind": "photo", "file_id": ..., ...}; see bots.updates.
     attachment = models.JSONField(null=True, blank=True)
     telegram_message_id = models.BigIntegerField(null=True, blank=True)
@@ -118,6 +136,10 @@ class Message(models.Model):
     delivery_error = models.TextField(blank=True)
     # When the next delivery attempt is due, or until when the running attempt holds its lease.
     delivery_due_at = models.DateTimeField(null=True, blank=True)
+    # When the current run of transient errors began; the reply fails after TELEGRAM_DELIVERY_RETRY_WINDOW_SECONDS.
+    delivery_failing_since = models.DateTimeField(null=True, blank=True)
+    # The reply's place in its customer's outbox queue (Customer.last_reply_seq); a re-send takes a new one.
+    outbox_seq = models.PositiveBigIntegerField(null=True, blank=True)
     # The agent's client-side id, so a resent WebSocket frame does not store the reply twice.
     client_msg_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -145,10 +167,41 @@ class Message(models.Model):
                 condition=Q(delivery_status="queued"),
                 name="message_outbox_idx",
             ),
+            # A chat's outbox queue: its tickets' queued replies in queue order (bots.outbox).
+            models.Index(
+                fields=["ticket", "outbox_seq"],
+                condition=Q(delivery_status="queued"),
+                name="message_chat_queue_idx",
+            ),
         ]
 
     def __str__(self):
         return f"{self.get_direction_display()}: {self.text[:50]}"
+
+
+class EarlyEdit(models.Model):
+    """A customer's edit that arrived before the message it edits (Telegram redelivers the original later).
+
+    tickets.services keeps it here and applies it when the original is stored, so the edit is not lost.
+    """
+
+    telegram_user_id = models.BigIntegerField()
+    telegram_message_id = models.BigIntegerField()
+    text = models.TextField(blank=True)
+    attachment = models.JSONField(null=True, blank=True)
+    edited_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["telegram_user_id", "telegram_message_id"], name="one_early_edit_per_message"
+            ),
+        ]
+        indexes = [models.Index(fields=["received_at"], name="early_edit_received_idx")]
+
+    def __str__(self):
+        return f"early edit of message {self.telegram_message_id} by {self.telegram_user_id}"
 
 
 class ReadCursor(models.Model):
@@ -180,8 +233,8 @@ class TicketEvent(models.Model):
     class Kind(models.TextChoices):
         MESSAGE = "message", "Message"  # an inbound message, or an outbound reply queued
         EDIT = "edit", "Edit"  # the customer edited a message
-        DELIVERY = "delivery", "Delivery"  # a reply was sent, or failed
-        TICKET = "ticket", "Ticket"  # the ticket was opened, or its status or assignee changed
+        DELIVERY = "delivery", "Delivery"  # a reply was sent, failed, is held up by a retry, or queued again
+        TICKET = "ticket", "Ticket"  # opened, status or assignee changed, or its customer forgotten
         READ = "read", "Read"  # an agent's read cursor moved forward
 
     class ActorKind(models.TextChoices):

@@ -47,3 +47,19 @@ def message_data(message):
 
 def iso(value):
     return value.isoformat() if value else None
+
+
+def forgotten_event_data(data, customer):
+    """An event's ``data`` without what forgetting ``customer`` erases: message contents, the ticket's
+    subject, the customer's details, Telegram's words about a failed delivery. The rest (ids, statuses,
+    dates, agents) stays, so the history still tells what happened and who did it."""
+    data = dict(data)
+    if isinstance(data.get("message"), dict):
+        data["message"] = {**data["message"], "text": "", "attachment": None, "delivery_error": None}
+    if isinstance(data.get("ticket"), dict):
+        data["ticket"] = {**data["ticket"], "subject": "", "customer": customer_data(customer)}
+    if "error" in data:
+        data["error"] = None
+    if "telegram_message_id" in data:
+        data["telegram_message_id"] = None
+    return data

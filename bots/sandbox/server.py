@@ -35,7 +35,13 @@ MEDIA_KINDS = {
     "voice": (".oga", {"duration": 1, "mime_type": "audio/ogg"}),
     "video": (".mp4", {"width": 640, "height": 480, "duration": 1, "mime_type": "video/mp4"}),
     "sticker": (".webp", {"type": "regular", "width": 512, "height": 512, "is_animated": False, "is_video": False}),
+    "audio": (".mp3", {"duration": 1, "mime_type": "audio/mpeg"}),
+    "animation": (".mp4", {"width": 320, "height": 240, "duration": 1, "mime_type": "video/mp4"}),
 }
+# Telegram's limits on what a bot sends: a message's text, and the caption of a media (stickers have none).
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+CAPTIONLESS_KINDS = {"sticker"}
 # Form fields that are plain strings; every other form field is JSON-decoded when it parses (ints, objects, …).
 TEXT_PARAMS = frozenset(
     {"text", "caption", "parse_mode", "url", "secret_token", "file_id", "action", "emoji", "title", "address"}
@@ -325,6 +331,10 @@ class SandboxBot:
         for kind in MEDIA_KINDS.keys() & fields.keys():
             if not isinstance(fields[kind], dict | list):
                 fields[kind] = self.store_file(kind, fields[kind]).as_media(kind)
+        command = re.match(r"/\w+(@\w+)?", fields.get("text") or "")
+        if command and "entities" not in fields:
+            # Telegram marks a leading command, which is how bots (PTB's CommandHandler) recognise it.
+            fields["entities"] = [{"type": "bot_command", "offset": 0, "length": command.end()}]
         if isinstance(fields.get("reply_to_message"), int):
             replied = chat.find(fields.pop("reply_to_message"))
             if replied is not None:
@@ -448,7 +458,7 @@ def send_message(bot, params):
     chat = bot.chat_for(params.get("chat_id"))
     if not params.get("text"):
         raise BotApiError(400, "Bad Request: message text is empty")
-    if len(str(params["text"])) > 4096:
+    if len(str(params["text"])) > TEXT_LIMIT:
         raise BotApiError(400, "Bad Request: message is too long")
     return bot.send(chat, {"text": str(params["text"])}, params)
 
@@ -463,9 +473,12 @@ def send_media(bot, params, kind):
     chat = bot.chat_for(params.get("chat_id"))
     if not params.get(kind):
         raise BotApiError(400, f"Bad Request: there is no {kind} in the request")
+    caption = "" if kind in CAPTIONLESS_KINDS else str(params.get("caption") or "")  # sendSticker has no caption
+    if len(caption) > CAPTION_LIMIT:
+        raise BotApiError(400, "Bad Request: message caption is too long")
     fields = {kind: bot.store_file(kind, params[kind]).as_media(kind)}
-    if params.get("caption"):
-        fields["caption"] = params["caption"]
+    if caption:
+        fields["caption"] = caption
     return bot.send(chat, fields, params)
 
 

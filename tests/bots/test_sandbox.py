@@ -232,6 +232,27 @@ async def test_other_media_and_locations_parse_as_telegram_objects(bot, client):
 
 
 @pytest.mark.asyncio
+async def test_audio_and_animations_are_sent_and_a_caption_over_1024_characters_is_refused(bot, client):
+    client.send_message(CUSTOMER, "Hello")
+
+    audio = await bot.send_audio(CUSTOMER, audio="some-audio-id", caption="x" * 1024)
+    animation = await bot.send_animation(CUSTOMER, animation="some-gif-id")
+    with pytest.raises(BadRequest, match="caption is too long"):
+        await bot.send_photo(CUSTOMER, photo="some-photo-id", caption="x" * 1025)
+
+    assert (audio.audio.file_id, len(audio.caption)) == ("some-audio-id", 1024)
+    assert animation.animation.file_id == "some-gif-id"
+    assert [m["message_id"] for m in client.chat(CUSTOMER)] == [1, 2, 3]
+
+
+def test_a_customers_command_is_marked_as_telegram_marks_it(client):
+    update = client.send_message(CUSTOMER, "/status please")
+
+    assert update["message"]["entities"] == [{"type": "bot_command", "offset": 0, "length": 7}]
+    assert "entities" not in client.send_message(CUSTOMER, "not /a command")["message"]
+
+
+@pytest.mark.asyncio
 async def test_webhook_settings_round_trip_through_the_bot_api(bot, client):
     client.send_message(CUSTOMER, "Hello")
 

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
+from tests.conftest import resolve
 from tickets import services
 from tickets.hooks import announced
 from tickets.models import Customer, Message, Ticket
@@ -311,6 +312,10 @@ def test_the_conversation_is_shown_in_order_escaped_and_read_only(agent_client, 
     assert [entry.delivery_attempts for entry in entries] == [None, 0, 0, 0]
     assert entries[0].attachment == "Photo 1280×720"
     assert entries[1].delivery_error == "Bad Request: can't parse <entities>"
+    assert entries[2].delivery_error == ""
+    assert entries[3].delivery_error == (
+        f"Waiting for reply #{entries[2].number} to this customer to be delivered (or fail) first."
+    )
     # Read-only: shown outside the form, so nothing about the messages is posted back.
     assert response.context["inline_admin_formsets"] == []
     assert {name for name, _ in rendered_form_data(page)} == FORM_FIELDS
@@ -401,7 +406,7 @@ def test_a_refused_status_change_shows_on_the_status_field_and_changes_nothing(a
 def test_a_refused_status_change_also_drops_the_reply_and_assignment_saved_with_it(
     agent_client, other_agent, ticket, announcements, django_capture_on_commit_callbacks
 ):
-    services.change_ticket_status(ticket, Ticket.Status.RESOLVED, acting_user=None)
+    resolve(ticket, days_ago=30)
     newer = customer_writes(100, "Another question").ticket
     assert newer != ticket
     data = change_form_data(agent_client, ticket, status="open", reply="Reopening this one", assignee=other_agent.pk)
@@ -597,10 +602,32 @@ def test_a_refused_close_is_reported_as_a_warning(agent_client, monkeypatch):
 # --- Customers ------------------------------------------------------------------------------------
 
 
+def test_re_send_failed_replies_queues_each_failed_reply_of_the_selected_tickets_once(agent_client, agent):
+    ticket = customer_writes(1).ticket
+    failed = [services.queue_reply(ticket, f"reply {number}", author=agent)[0] for number in range(2)]
+    for reply in failed:
+        services.mark_delivery_failed(reply, "Telegram refused it.", lease_until=reply.delivery_due_at)
+    sent, _ = services.queue_reply(ticket, "sent", author=agent)
+    services.mark_delivered(sent, 1, lease_until=sent.delivery_due_at)
+    untouched = customer_writes(2).ticket
+
+    response = run_action(agent_client, "resend_failed_replies", [ticket, untouched])
+    again = run_action(agent_client, "resend_failed_replies", [ticket])
+
+    assert user_messages(response) == [(messages.SUCCESS, f"Replies queued again: #{failed[0].pk}, #{failed[1].pk}.")]
+    assert user_messages(again) == [(messages.INFO, "The selected tickets have no failed replies.")]
+    assert set(Message.objects.filter(direction="out").values_list("pk", "delivery_status")) == {
+        (failed[0].pk, "queued"),
+        (failed[1].pk, "queued"),
+        (sent.pk, "sent"),
+    }
+    assert DBTaskResult.objects.filter(args_kwargs__args__0__in=[reply.pk for reply in failed]).count() == 4
+
+
 def test_customer_list_counts_tickets_in_the_same_queries_for_3_or_30_customers(agent_client):
     def add_customers(first_user_id, count):
         for user_id in range(first_user_id, first_user_id + count):
-            services.change_ticket_status(customer_writes(user_id).ticket, Ticket.Status.RESOLVED, acting_user=None)
+            services.change_ticket_status(customer_writes(user_id).ticket, Ticket.Status.CLOSED, acting_user=None)
             customer_writes(user_id)
 
     add_customers(1, 3)

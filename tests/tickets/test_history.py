@@ -33,7 +33,7 @@ def test_every_change_stores_one_event_with_the_next_seq_and_who_made_it(db, age
     services.assign_ticket(ticket, other_agent, acting_user=agent)
     services.change_ticket_status(ticket, "pending", acting_user=agent)
     inbound("thanks", telegram_message_id=2)  # the customer puts it back to open
-    services.record_message_edit(111, 2, text="thanks!", edited_at=timezone.now())
+    services.record_message_edit(ALICE, 2, text="thanks!", edited_at=timezone.now())
     services.advance_read_cursor(ticket, agent, message.pk)
     services.mark_delivered(reply, 77, lease_until=reply.delivery_due_at)
 

@@ -26,17 +26,20 @@ def counts_by_ticket(user):
     return dict(queries.with_unread_count(Ticket.objects.all(), user).values_list("pk", "unread_count"))
 
 
-def test_without_a_read_cursor_every_message_but_the_agents_own_is_unread(agent, other_agent):
+def test_without_a_read_cursor_every_message_but_the_agents_own_commands_and_automatic_replies_is_unread(
+    agent, other_agent
+):
     first = customer_writes(1, "My order is late")
     ticket = first.ticket
     customer_writes(1, "Any news?")
+    services.record_inbound_message(TelegramProfile(user_id=1), text="/status", telegram_message_id=99, command=True)
     services.queue_reply(ticket, "Looking into it", author=agent)
     services.queue_reply(ticket, "I can help too", author=other_agent)
     services.queue_reply(ticket, "Automatic reply", author=None)
 
-    assert queries.unread_count(ticket, agent) == 4
-    assert queries.unread_count(ticket, other_agent) == 4
-    assert counts_by_ticket(agent) == {ticket.pk: 4}
+    assert queries.unread_count(ticket, agent) == 3
+    assert queries.unread_count(ticket, other_agent) == 3
+    assert counts_by_ticket(agent) == {ticket.pk: 3}
 
 
 def test_only_messages_after_the_read_cursor_are_unread(agent, other_agent):

@@ -1,6 +1,14 @@
-"""What every ticket service shares: the refusal error, input cleaning, and locking a ticket."""
+"""What every ticket service shares: the refusal error, input cleaning, and locking.
 
-from ..models import Ticket
+Lock order: a transaction that locks a customer and one of their tickets locks the customer first
+(``lock_customer``, or ``get_or_create_customer``), then the ticket (``lock_ticket``), so two such
+transactions never wait for each other in a circle. Row locks are ``FOR NO KEY UPDATE``: PostgreSQL checks
+the foreign keys of a transaction's inserts and updates at commit with ``FOR KEY SHARE`` on the rows they
+point to (Django's are deferred), which ``FOR UPDATE`` would block: a transaction holding a customer
+``FOR UPDATE`` while it waits for their ticket would deadlock with one committing a change to that ticket.
+"""
+
+from ..models import Customer, Ticket
 
 
 class TicketRuleError(Exception):
@@ -18,9 +26,18 @@ def storable(value):
     return value
 
 
+def lock_customer(customer_id):
+    """The customer as committed now, locked until the transaction ends: their chat and its outbox queue."""
+    return Customer.objects.select_for_update(no_key=True).get(pk=customer_id)
+
+
 def lock_ticket(ticket_id):
     """The ticket as committed now, with its customer and assignee, locked until the transaction ends.
 
     Services change a ticket from this fresh copy, never from the caller's object, which may be stale.
     """
-    return Ticket.objects.select_related("customer", "assignee").select_for_update(of=("self",)).get(pk=ticket_id)
+    return (
+        Ticket.objects.select_related("customer", "assignee")
+        .select_for_update(of=("self",), no_key=True)
+        .get(pk=ticket_id)
+    )

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from django.db import transaction
+
 from ..models import Customer
 from .base import storable
 
@@ -18,7 +20,11 @@ class TelegramProfile:
 
 
 def get_or_create_customer(profile):
-    """The customer for a Telegram user, created on first contact and kept up to date with their profile."""
+    """The customer for a Telegram user, created on first contact and kept up to date with their profile.
+
+    The customer's row stays locked until the caller's transaction ends: everything that changes a
+    customer's tickets or their chat's outbox locks the customer first, then the ticket (see lock_customer).
+    """
     fields = storable(
         {
             "first_name": profile.first_name or "",
@@ -27,10 +33,13 @@ def get_or_create_customer(profile):
             "language_code": profile.language_code or "",
         }
     )
-    # get_or_create retries the lookup when a concurrent first message inserted the row first.
-    customer, created = Customer.objects.get_or_create(telegram_user_id=profile.user_id, defaults=fields)
-    if not created and any(getattr(customer, name) != value for name, value in fields.items()):
-        Customer.objects.filter(pk=customer.pk).update(**fields)
-        for name, value in fields.items():
-            setattr(customer, name, value)
+    with transaction.atomic():
+        # get_or_create retries the lookup (locking) when a concurrent first message inserted the row first.
+        customer, created = Customer.objects.select_for_update(no_key=True).get_or_create(
+            telegram_user_id=profile.user_id, defaults=fields
+        )
+        if not created and any(getattr(customer, name) != value for name, value in fields.items()):
+            Customer.objects.filter(pk=customer.pk).update(**fields)
+            for name, value in fields.items():
+                setattr(customer, name, value)
     return customer

@@ -1,19 +1,19 @@
-"""Messages: what customers write (and edit), and the replies agents queue for Telegram."""
+"""Customers' messages: storing what they write to the bot, and their edits."""
 
-import uuid
+from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from ..hooks import reply_queued
-from ..models import Message, Ticket, TicketEvent
+from ..models import EarlyEdit, Message, Ticket, TicketEvent
 from ..snapshots import message_data
-from .base import TicketRuleError, lock_ticket, storable
+from .base import lock_ticket, storable
 from .customers import get_or_create_customer
-from .history import CUSTOMER, Actor, record_events
-from .tickets import get_or_open_ticket, ticket_changed
+from .history import CUSTOMER, record_events
+from .tickets import active_ticket, get_or_open_ticket, reopenable_ticket, ticket_changed
 
-TELEGRAM_TEXT_LIMIT = 4096
+# Telegram redelivers an update for up to 24 hours: an edit whose original has not come by then never will.
+EARLY_EDIT_RETENTION = timedelta(days=2)
 
 
 def message_stored(message):
@@ -27,26 +27,36 @@ def record_inbound_message(
     telegram_message_id,
     attachment=None,
     reply_to_telegram_message_id=None,
+    command=False,
 ):
-    """Store a customer's message in their active ticket, opening one if needed.
+    """Store a customer's message in their active ticket, reopening a recently resolved one or opening one.
 
-    Returns (message, ticket_opened). A customer writing to a pending ticket puts it back to open.
+    Returns (message, ticket_opened). A customer writing to a pending ticket puts it back to open. A
+    ``command`` (/start, /status) is kept in the conversation but moves no ticket: it goes to the active
+    ticket, else to the recently resolved one (left resolved), else to a new one; it is never unread
+    (tickets.queries). An edit of this message that arrived before it (EarlyEdit) is applied as it is stored.
     """
     text, attachment = storable(text), storable(attachment)
     with transaction.atomic():
         customer = get_or_create_customer(profile)
-        ticket, opened = get_or_open_ticket(customer, subject=_subject_from(text, attachment))
+        ticket, opened = _ticket_for(customer, _subject_from(text, attachment), command)
+        early_edit = _take_early_edit(profile.user_id, telegram_message_id)
+        if early_edit is not None:
+            text = early_edit.text
+            attachment = early_edit.attachment if early_edit.attachment is not None else attachment
         message = Message.objects.create(
             ticket=ticket,
             direction=Message.Direction.IN,
             text=text,
             attachment=attachment,
+            is_command=command,
             telegram_message_id=telegram_message_id,
             reply_to_telegram_message_id=reply_to_telegram_message_id,
+            edited_at=early_edit.edited_at if early_edit is not None else None,
         )
         updates = {"last_message_at": message.created_at, "updated_at": message.created_at}
         changes = [message_stored(message)]
-        if ticket.status == Ticket.Status.PENDING:
+        if ticket.status == Ticket.Status.PENDING and not command:
             updates["status"] = Ticket.Status.OPEN.value
         Ticket.objects.filter(pk=ticket.pk).update(**updates)
         for name, value in updates.items():
@@ -58,6 +68,14 @@ def record_inbound_message(
     return message, opened
 
 
+def _ticket_for(customer, subject, command):
+    if command:
+        current = active_ticket(customer, lock=True) or reopenable_ticket(customer, lock=True)
+        if current is not None:
+            return current, False
+    return get_or_open_ticket(customer, subject=subject, reopen=not command)
+
+
 def _subject_from(text, attachment):
     if text:
         return " ".join(text.split())[:80]
@@ -66,24 +84,34 @@ def _subject_from(text, attachment):
     return ""
 
 
-def record_message_edit(telegram_user_id, telegram_message_id, *, text, edited_at, attachment=None):
-    """Apply a customer's edit to the message they sent; returns it, or None if we never stored it."""
+def record_message_edit(profile, telegram_message_id, *, text, edited_at, attachment=None):
+    """Apply a customer's edit to the message they sent; returns it, or None if it is not stored (yet).
+
+    An edit can arrive before its original (the original was answered 5xx and Telegram delivers it again
+    later): it is kept as an EarlyEdit and applied when the original is stored. The customer's lock orders
+    this edit and the original's transaction, so one of the two always sees the other. An edit older than
+    the one already applied changes nothing.
+    """
     text, attachment = storable(text), storable(attachment)
     with transaction.atomic():
+        customer = get_or_create_customer(profile)
         message = (
             Message.objects.filter(
-                direction=Message.Direction.IN,
-                telegram_message_id=telegram_message_id,
-                ticket__customer__telegram_user_id=telegram_user_id,
+                direction=Message.Direction.IN, telegram_message_id=telegram_message_id, ticket__customer=customer
             )
             .order_by("-id")
             .first()
         )
         if message is None:
+            _keep_early_edit(profile.user_id, telegram_message_id, text, attachment, edited_at)
             return None
         # The ticket's lock orders this edit's event among the ticket's others, and the message's with it.
         ticket = lock_ticket(message.ticket_id)
-        message = Message.objects.select_for_update(of=("self",)).select_related("author").get(pk=message.pk)
+        message = (
+            Message.objects.select_for_update(of=("self",), no_key=True).select_related("author").get(pk=message.pk)
+        )
+        if message.edited_at is not None and edited_at < message.edited_at:
+            return message
         message.text = text
         if attachment is not None:
             message.attachment = attachment
@@ -94,52 +122,18 @@ def record_message_edit(telegram_user_id, telegram_message_id, *, text, edited_a
     return message
 
 
-def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None):
-    """Store an outbound reply and hand it to the outbound channel in the same transaction (the outbox).
+def _keep_early_edit(telegram_user_id, telegram_message_id, text, attachment, edited_at):
+    EarlyEdit.objects.filter(received_at__lt=timezone.now() - EARLY_EDIT_RETENTION).delete()
+    kept = EarlyEdit.objects.filter(telegram_user_id=telegram_user_id, telegram_message_id=telegram_message_id)
+    latest = {"text": text, "attachment": attachment, "edited_at": edited_at}
+    if not kept.filter(edited_at__gt=edited_at).exists() and not kept.update(**latest):
+        EarlyEdit.objects.create(telegram_user_id=telegram_user_id, telegram_message_id=telegram_message_id, **latest)
 
-    ``author`` is the acting agent, or None for the bot's automatic replies. With ``client_msg_id`` the
-    call is idempotent: a repeat returns the reply already stored. Returns (message, created).
-    """
-    text, attachment = storable(text or "").strip(), storable(attachment)
-    if not text and not attachment:
-        raise TicketRuleError("A reply needs some text.")
-    if len(text) > TELEGRAM_TEXT_LIMIT:
-        raise TicketRuleError(f"A reply can be at most {TELEGRAM_TEXT_LIMIT} characters; this one has {len(text)}.")
-    if client_msg_id is not None:
-        try:
-            client_msg_id = uuid.UUID(str(client_msg_id))
-        except ValueError:
-            raise TicketRuleError("client_msg_id must be a UUID.") from None
-    with transaction.atomic():
-        # Locked, so a colleague closing the ticket right now cannot slip between this check and the insert.
-        current = lock_ticket(ticket.pk)
-        if client_msg_id is not None:
-            existing = Message.objects.filter(ticket=current, client_msg_id=client_msg_id).first()
-            if existing is not None:
-                return existing, False
-        if current.status == Ticket.Status.CLOSED:
-            raise TicketRuleError(f"Ticket #{current.pk} is closed; the customer's next message opens a new one.")
-        now = timezone.now()
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(
-                    ticket=current,
-                    direction=Message.Direction.OUT,
-                    author=author,
-                    text=text,
-                    attachment=attachment,
-                    client_msg_id=client_msg_id,
-                    delivery_status=Message.DeliveryStatus.QUEUED,
-                    delivery_due_at=now,
-                )
-        except IntegrityError:
-            existing = Message.objects.filter(ticket=current, client_msg_id=client_msg_id).first()
-            if existing is None:
-                raise
-            return existing, False
-        reply_queued.send(sender=Message, message=message)
-        current.last_message_at = current.updated_at = now
-        Ticket.objects.filter(pk=current.pk).update(last_message_at=now, updated_at=now)
-        record_events(current, Actor.agent(author), message_stored(message))
-        message.ticket = current
-    return message, True
+
+def _take_early_edit(telegram_user_id, telegram_message_id):
+    early_edit = EarlyEdit.objects.filter(
+        telegram_user_id=telegram_user_id, telegram_message_id=telegram_message_id
+    ).first()
+    if early_edit is not None:
+        early_edit.delete()
+    return early_edit

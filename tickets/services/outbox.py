@@ -1,15 +1,18 @@
-"""The outcome of an outbound reply's delivery, recorded for the agent to see.
+"""A reply's delivery as agents see it: its outcome, a retry under way, and an agent's re-send.
 
-The outbound channel (bots) leases a queued reply while it sends it, by moving ``delivery_due_at`` to the
-end of the lease. Its outcome is recorded only while that lease still holds (``lease_until`` unchanged and
+The outbound channel (bots.outbox) leases a queued reply while it sends it, by moving ``delivery_due_at`` to
+the end of the lease. An outcome is recorded only while that lease still holds (``lease_until`` unchanged and
 the reply still queued), so of two attempts at one reply only the one holding it decides how it ended.
 """
 
 from django.db import transaction
+from django.utils import timezone
 
-from ..models import Message, TicketEvent
-from .base import lock_ticket
-from .history import SYSTEM, record_events
+from ..hooks import reply_queued
+from ..models import Customer, Message, TicketEvent
+from .base import TicketRuleError, lock_customer, lock_ticket
+from .history import SYSTEM, Actor, record_events
+from .replies import check_can_reach, take_outbox_seq
 
 
 def delivery_changed(message):
@@ -22,31 +25,95 @@ def delivery_changed(message):
 
 
 def mark_delivered(message, telegram_message_id, *, lease_until):
-    """The reply reached Telegram as ``telegram_message_id``. False if the attempt had lost its lease."""
-    return _record_outcome(
-        message,
-        lease_until,
-        delivery_status=Message.DeliveryStatus.SENT,
-        telegram_message_id=telegram_message_id,
-        delivery_error="",
-    )
+    """The reply reached Telegram as ``telegram_message_id``. False if the attempt had lost its lease.
+
+    Notes the time on the customer: their chat's next reply is spaced from it (bots.outbox).
+    """
+    with transaction.atomic():
+        customer = lock_customer(message.ticket.customer_id)
+        recorded = _record_outcome(
+            message,
+            lease_until,
+            delivery_status=Message.DeliveryStatus.SENT,
+            telegram_message_id=telegram_message_id,
+            delivery_error="",
+        )
+        if recorded:
+            Customer.objects.filter(pk=customer.pk).update(last_reply_sent_at=timezone.now())
+    return recorded
 
 
 def mark_delivery_failed(message, error, *, lease_until):
     """The reply will not reach Telegram, for the reason ``error``. False if the attempt had lost its lease."""
-    return _record_outcome(message, lease_until, delivery_status=Message.DeliveryStatus.FAILED, delivery_error=error)
+    with transaction.atomic():
+        lock_customer(message.ticket.customer_id)
+        return _record_outcome(
+            message, lease_until, delivery_status=Message.DeliveryStatus.FAILED, delivery_error=error
+        )
 
 
 def _record_outcome(message, lease_until, **fields):
-    fields["delivery_due_at"] = None
-    with transaction.atomic():
-        ticket = lock_ticket(message.ticket_id)
-        held = Message.objects.filter(
-            pk=message.pk, delivery_status=Message.DeliveryStatus.QUEUED, delivery_due_at=lease_until
-        ).update(**fields)
-        if not held:
-            return False
+    ticket = lock_ticket(message.ticket_id)
+    if not _update_if_held(message, lease_until, delivery_due_at=None, delivery_failing_since=None, **fields):
+        return False
+    record_events(ticket, SYSTEM, delivery_changed(message))
+    return True
+
+
+def _update_if_held(message, lease_until, **fields):
+    """Change the reply (and ``message``) only if the attempt still holds it: still queued, lease unchanged."""
+    held = Message.objects.filter(
+        pk=message.pk, delivery_status=Message.DeliveryStatus.QUEUED, delivery_due_at=lease_until
+    ).update(**fields)
+    if held:
         for name, value in fields.items():
             setattr(message, name, value)
-        record_events(ticket, SYSTEM, delivery_changed(message))
+    return bool(held)
+
+
+def mark_delivery_retrying(message, error, *, lease_until, retry_at, transient):
+    """The attempt failed for a passing reason ``error``: the reply stays queued, due again at ``retry_at``.
+
+    A ``transient`` error (not Telegram's 429) starts the retry window (``delivery_failing_since``) unless
+    it runs already; the first one is recorded as a delivery event (queued, with the reason), so the agent
+    sees the reply held up, and the customer's later replies with it. False if the attempt lost its lease.
+    """
+    fields = {"delivery_due_at": retry_at, "delivery_error": error}
+    first_failure = transient and message.delivery_failing_since is None
+    if first_failure:
+        fields["delivery_failing_since"] = timezone.now()
+    with transaction.atomic():
+        ticket = lock_ticket(message.ticket_id) if first_failure else None
+        if not _update_if_held(message, lease_until, **fields):
+            return False
+        if first_failure:
+            record_events(ticket, SYSTEM, delivery_changed(message))
     return True
+
+
+def resend_reply(message, *, acting_user):
+    """Queue a failed reply again, at the back of its customer's queue, through the same outbox.
+
+    Once: the reply goes from failed to queued with one conditional UPDATE, so of two re-sends at the same
+    time (a double click) one queues it and the other is refused. Returns the reply as it is now.
+    """
+    with transaction.atomic():
+        outbox_seq = take_outbox_seq(message.ticket.customer_id)
+        ticket = lock_ticket(message.ticket_id)
+        check_can_reach(ticket)
+        requeued = Message.objects.filter(
+            pk=message.pk, direction=Message.Direction.OUT, delivery_status=Message.DeliveryStatus.FAILED
+        ).update(
+            delivery_status=Message.DeliveryStatus.QUEUED,
+            delivery_due_at=timezone.now(),
+            delivery_error="",
+            delivery_failing_since=None,
+            outbox_seq=outbox_seq,
+        )
+        if not requeued:
+            raise TicketRuleError(f"Reply #{message.pk} has not failed, so there is nothing to send again.")
+        reply = Message.objects.select_related("author").get(pk=message.pk)
+        reply_queued.send(sender=Message, message=reply)
+        record_events(ticket, Actor.agent(acting_user), delivery_changed(reply))
+        reply.ticket = ticket
+    return reply

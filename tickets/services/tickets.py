@@ -1,5 +1,8 @@
-"""Tickets: opening one for a customer, assigning it, and moving it through its lifecycle."""
+"""Tickets: opening (or reopening) one for a customer, assigning it, and moving it through its lifecycle."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -21,13 +24,26 @@ def ticket_changed(ticket, **change):
     return TicketEvent.Kind.TICKET, {"ticket": ticket_data(ticket), "change": change}
 
 
-def get_or_open_ticket(customer, subject=""):
-    """The customer's active ticket, locked for this transaction, or a new open one. Returns (ticket, opened)."""
+def get_or_open_ticket(customer, subject="", *, reopen=True):
+    """The customer's active ticket, locked for this transaction; else, with ``reopen``, their ticket resolved
+    within TICKET_REOPEN_DAYS, reopened by them; else a new open one. Returns (ticket, opened).
+
+    ``opened`` is True only for a new ticket. One active ticket per customer holds however many messages
+    arrive at once: the constraint one_active_ticket_per_customer refuses a second, and a reopen changes the
+    ticket under its row lock, so concurrent messages reopen it once.
+    """
     with transaction.atomic():
         for _ in range(3):
             ticket = active_ticket(customer, lock=True)
             if ticket is not None:
                 return ticket, False
+            recent = reopenable_ticket(customer) if reopen else None
+            if recent is not None:
+                try:
+                    with transaction.atomic():
+                        return set_status(lock_ticket(recent.pk), Ticket.Status.OPEN, CUSTOMER), False
+                except TicketRuleError:
+                    continue  # closed meanwhile, or another ticket opened: look again
             try:
                 with transaction.atomic():
                     ticket = Ticket.objects.create(customer=customer, subject=subject[:200])
@@ -39,6 +55,19 @@ def get_or_open_ticket(customer, subject=""):
     raise TicketRuleError(f"Could not find or open a ticket for customer {customer.pk}.")
 
 
+def reopenable_ticket(customer, lock=False):
+    """The customer's latest ticket if it was resolved less than TICKET_REOPEN_DAYS ago (not closed), else None;
+    with ``lock``, locked for this transaction."""
+    tickets = Ticket.objects.select_related("customer", "assignee")
+    if lock:
+        tickets = tickets.select_for_update(of=("self",), no_key=True)
+    latest = tickets.filter(customer=customer).order_by("-pk").first()
+    window = timedelta(days=settings.TICKET_REOPEN_DAYS)
+    if latest is None or latest.status != Ticket.Status.RESOLVED or latest.resolved_at is None:
+        return None
+    return latest if latest.resolved_at > timezone.now() - window else None
+
+
 def active_ticket(customer, lock=False):
     """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction.
 
@@ -47,7 +76,7 @@ def active_ticket(customer, lock=False):
     """
     tickets = Ticket.objects.select_related("customer", "assignee")
     if lock:
-        tickets = tickets.select_for_update(of=("self",))
+        tickets = tickets.select_for_update(of=("self",), no_key=True)
     return tickets.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES).first()
 
 
@@ -87,16 +116,18 @@ def set_status(current, status, actor):
             f"Ticket #{current.pk} is {current.get_status_display().lower()} and cannot become {status.label.lower()}."
         )
     previous, now = current.status, timezone.now()
+    # When it was resolved (the reopen window counts from there); a closed ticket keeps the date.
+    resolved_at = {Ticket.Status.RESOLVED: now, Ticket.Status.CLOSED: current.resolved_at}.get(status)
     try:
         with transaction.atomic():
-            Ticket.objects.filter(pk=current.pk).update(status=status, updated_at=now)
+            Ticket.objects.filter(pk=current.pk).update(status=status, updated_at=now, resolved_at=resolved_at)
     except IntegrityError:
         other = active_ticket(current.customer)
         raise TicketRuleError(
             f"Ticket #{current.pk} cannot be reopened: {current.customer} already has "
             f"ticket #{other.pk if other else '?'} open. Continue there."
         ) from None
-    current.status, current.updated_at = status.value, now
+    current.status, current.updated_at, current.resolved_at = status.value, now, resolved_at
     record_events(current, actor, ticket_changed(current, status=[previous, status.value]))
     return current
 
@@ -107,5 +138,5 @@ def start_new_ticket(customer):
         current = active_ticket(customer, lock=True)
         if current is not None:
             set_status(current, Ticket.Status.RESOLVED, CUSTOMER)
-        ticket, _ = get_or_open_ticket(customer)
+        ticket, _ = get_or_open_ticket(customer, reopen=False)
     return ticket

@@ -10,8 +10,9 @@ from bots.outbox import redrive_stranded_replies
 
 class Command(BaseCommand):
     help = (
-        "Re-enqueue replies stuck in the outbox (still queued long after they were due: their task was "
-        "lost or their worker died). Runs once, or forever with --every."
+        "Re-enqueue replies stuck in the outbox: the first queued reply of a chat, due long ago, with no "
+        "delivery task left to run it (the task was lost or its worker died). Replies merely waiting for a "
+        "worker or for an earlier reply to the same chat are left alone. Runs once, or forever with --every."
     )
 
     def add_arguments(self, parser):
@@ -20,7 +21,8 @@ class Command(BaseCommand):
             "--stranded-after",
             type=float,
             default=settings.OUTBOX_STRANDED_AFTER_SECONDS,
-            help="Seconds past due after which a queued reply counts as stranded (default: %(default)s).",
+            help="Seconds past due after which a chat's first queued reply without a live task counts as "
+            "stranded (default: %(default)s).",
         )
 
     def handle(self, *args, every=None, stranded_after, **options):
