@@ -21,7 +21,7 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
     results = {}
     if "webhook" in workloads:
         # uvicorn's run is shorter: it answers which server to run, the daphne run carries the full count.
-        counts = {"daphne": 300, "uvicorn": 300} if quick else {"daphne": 10_000, "uvicorn": 5_000}
+        counts = {"daphne": 300, "uvicorn": 300} if quick else {"daphne": 10_000, "uvicorn": 3_000}
         results["webhook"] = webhook.run(stack, counts=counts, progress=progress)
     if "fanout" in workloads:
         clients, events, typing_seconds = (30, 20, 1) if quick else (200, 200, 5)
@@ -29,7 +29,7 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
             stack, clients=clients, events=events, rate=20, typing_seconds=typing_seconds, progress=progress
         )
     if "machine" in workloads:
-        customers, per_customer = (60, 2) if quick else (400, 3)
+        customers, per_customer = (60, 2) if quick else (300, 3)
         results["machine"] = machine.whole_machine(
             stack, customers=customers, per_customer=per_customer, progress=progress
         )

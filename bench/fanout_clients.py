@@ -63,10 +63,14 @@ async def connect_all(session, urls, count, headers):
 
 
 async def paced(count, rate, send):
+    """Start ``send(number)`` ``rate`` times a second, without waiting for one to finish (a POST takes longer
+    than the interval); returns once all have finished."""
     started = time.monotonic()
+    sends = []
     for number in range(count):
         await asyncio.sleep(max(0.0, started + number / rate - time.monotonic()))
-        await send(number)
+        sends.append(asyncio.create_task(send(number)))
+    await asyncio.gather(*sends)
 
 
 async def settle(receivers, expected, key_count, timeout=5.0):

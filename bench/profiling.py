@@ -164,7 +164,8 @@ def round_trips_per_update(stack, *, count, progress):
 
 
 def profile_webhook(stack, *, count, name, progress):
-    """Sample a daphne serving ``count`` updates (10% duplicates) with py-spy; write bench/profiles/<name>.txt."""
+    """Sample a daphne serving ``count`` updates (10% duplicates) with py-spy, then the same process serving as
+    many requests to the bare INSERT view; write both, with the round trips, to bench/profiles/<name>.txt."""
     from .webhook import run_load, webhook_spec
 
     stack.reset_data()
@@ -178,6 +179,13 @@ def profile_webhook(stack, *, count, name, progress):
     spec = webhook_spec(server, path, count=count, duplicates=0.1, seed=3, first_update_id=100_000, label="profiled")
     load = run_load("webhook", spec)
     collapsed = recording.stop()
+    progress(f"profile: py-spy on the same daphne while it serves {count} requests to the bare INSERT view")
+    bare_recording = Recording(server, stack.run_dir / f"{name}-bare.collapsed").start()
+    bare_spec = webhook_spec(
+        server, "/bench/insert/", count=count, duplicates=0, seed=3, first_update_id=1, label="bare"
+    )
+    bare_load = run_load("webhook", bare_spec)
+    bare_collapsed = bare_recording.stop()
     stack.stop(server)
     text = [
         f"# py-spy ({recording.rate} Hz, --gil --nonblocking) of one daphne process serving {load['requests']} webhook "
@@ -192,10 +200,15 @@ def profile_webhook(stack, *, count, name, progress):
             + ", ".join(f"{word} {number}" for word, number in counts["statements_per_update"].items())
         )
     text += ["", "## Samples", summarize_collapsed(collapsed, requests=load["requests"])]
+    text += [
+        f"## Samples of the bare INSERT view on the same process: {bare_load['requests']} requests, "
+        f"{bare_load['per_second']} requests/s (with the profiler attached)",
+        summarize_collapsed(bare_collapsed, requests=bare_load["requests"]),
+    ]
     output = Path(__file__).with_name("profiles") / f"{name}.txt"
     output.write_text("\n".join(text))
     progress(f"profile: wrote {output}")
-    return {"round_trips": trips, "load": load, "profile": str(output)}
+    return {"round_trips": trips, "load": load, "bare_load": bare_load, "profile": str(output)}
 
 
 def profile_worker(stack, *, name, progress):
