@@ -23,16 +23,16 @@ def staff_session(stack):
 
 
 def open_ticket(stack, server, customer_id):
-    """The customer's first message opens the ticket the clients watch; returns its id."""
+    """The customer's first message opens the ticket the clients watch; returns its id and latest seq."""
     update = customer_update(90_000_000, customer_id, 1, "Hello, the bench's ticket")
     headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
     httpx.post(f"{server.url}/telegram/webhook/", json=update, headers=headers, timeout=30).raise_for_status()
     rows = stack.sql(
-        "SELECT t.id FROM tickets_ticket t JOIN tickets_customer c ON c.id = t.customer_id "
+        "SELECT t.id, t.last_seq FROM tickets_ticket t JOIN tickets_customer c ON c.id = t.customer_id "
         "WHERE c.telegram_user_id = %s",
         [customer_id],
     )
-    return rows[0][0]
+    return rows[0]
 
 
 def websocket_urls(servers, path):
@@ -55,7 +55,7 @@ def run(stack, *, clients, events, rate, typing_seconds, progress):
         )
 
         progress(f"fan-out ({layer} layer): our consumers, {clients} clients in one ticket, messages by webhook")
-        ticket_id = open_ticket(stack, servers[0], customer_id)
+        ticket_id, last_seq = open_ticket(stack, servers[0], customer_id)
         session = staff_session(stack)
         ours_spec = {
             **common,
@@ -66,6 +66,7 @@ def run(stack, *, clients, events, rate, typing_seconds, progress):
             "secret": WEBHOOK_SECRET,
             "customer_id": customer_id,
             "ticket_id": ticket_id,
+            "resume_after": last_seq,
             "first_update_id": 91_000_000,
             "redis_url": stack.redis_url,
             "broadcast_log": log_key,

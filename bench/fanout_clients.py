@@ -26,6 +26,7 @@ class Receiver:
         self.socket = socket
         self.arrivals = {}  # event key -> time
         self.typing = 0
+        self.resumed = asyncio.Event()
         self.task = asyncio.create_task(self.read())
 
     async def read(self):
@@ -36,8 +37,11 @@ class Receiver:
             event = json.loads(frame.data)
             if event.get("type") == "typing":
                 self.typing += 1
+            elif event.get("type") == "resumed":
+                self.resumed.set()
             elif (key := event_key(event)) is not None:
                 self.arrivals[key] = now
+        self.resumed.set()  # closed: nothing more to wait for
 
 
 def event_key(event):
@@ -115,6 +119,17 @@ async def relay_events(spec, receivers):
     return result, typing_sender
 
 
+async def position(receivers, after):
+    """Tell each ticket socket where its client is (``resume``), as a desk page does on connecting: the
+    socket forwards live events only from then on. Returns a reason if a socket was closed instead."""
+    for receiver in receivers:
+        await receiver.socket.send_str(json.dumps({"type": "resume", "after": after}))
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(receiver.resumed.wait() for receiver in receivers))
+    closed = [receiver.socket.close_code for receiver in receivers if receiver.socket.closed]
+    return f"sockets closed with codes {sorted(set(closed))}" if closed else None
+
+
 async def our_events(spec, session, receivers):
     import redis.asyncio as redis
 
@@ -174,6 +189,8 @@ async def fanout(spec):
         if spec["side"] == "relay":
             result, typing_sender = await relay_events(spec, receivers)
         else:
+            if refused := await position(receivers, spec["resume_after"]):
+                return {"available": False, "reason": refused}
             result, typing_sender = await our_events(spec, session, receivers)
         before = [receiver.typing for receiver in receivers]
         stop_at = time.monotonic() + spec["typing_seconds"]
