@@ -26,7 +26,13 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
     if "fanout" in workloads:
         clients, events, typing_seconds = (30, 20, 1) if quick else (200, 200, 5)
         results["fanout"] = fanout.run(
-            stack, clients=clients, events=events, rate=20, typing_seconds=typing_seconds, progress=progress
+            stack,
+            clients=clients,
+            events=events,
+            rate=20,
+            typing_rate=20,
+            typing_seconds=typing_seconds,
+            progress=progress,
         )
     if "machine" in workloads:
         customers, per_customer = (60, 2) if quick else (300, 3)
@@ -35,7 +41,7 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
         )
         results["first_contact"] = machine.first_contact_burst(stack, customers=60 if quick else 300, progress=progress)
     if "datascale" in workloads:
-        tickets = 10_000 if quick else 100_000
+        tickets = 5_000 if quick else 100_000
         results["datascale"] = datascale_run.run(stack, tickets=tickets, messages_per_ticket=10, progress=progress)
     if "profile" in workloads:
         results["profile"] = profiling.profile_webhook(

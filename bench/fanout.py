@@ -39,7 +39,7 @@ def websocket_urls(servers, path):
     return [server.url.replace("http://", "ws://", 1) + path for server in servers]
 
 
-def run(stack, *, clients, events, rate, typing_seconds, progress):
+def run(stack, *, clients, events, rate, typing_rate, typing_seconds, progress):
     results = {}
     customer_id = FIRST_USER_ID + 300_000_000
     for layer in LAYERS:
@@ -47,7 +47,8 @@ def run(stack, *, clients, events, rate, typing_seconds, progress):
         log_key = f"{stack.prefix}:bench:broadcasts"
         env = {"BENCH_CHANNEL_LAYER": layer, "BENCH_BROADCAST_LOG": log_key}
         servers = [stack.start_server("daphne", name=f"daphne-fanout-{layer}-{number}", **env) for number in range(2)]
-        common = {"clients": clients, "events": events, "rate": rate, "typing_seconds": typing_seconds}
+        common = {"clients": clients, "events": events, "rate": rate}
+        common |= {"typing_rate": typing_rate, "typing_seconds": typing_seconds}
 
         progress(f"fan-out ({layer} layer): bare relay, {clients} clients over 2 daphne, {events} events at {rate}/s")
         relay = run_load(
@@ -62,6 +63,7 @@ def run(stack, *, clients, events, rate, typing_seconds, progress):
             "side": "ours",
             "urls": websocket_urls(servers, f"/ws/tickets/{ticket_id}/"),
             "headers": {"Cookie": session["cookie"], "Origin": servers[0].url},
+            "typist_headers": {"Cookie": session["typist_cookie"], "Origin": servers[0].url},
             "webhook_url": f"{servers[0].url}/telegram/webhook/",
             "secret": WEBHOOK_SECRET,
             "customer_id": customer_id,

@@ -6,7 +6,8 @@ WebSocket clients spread over the servers note when each event reaches them. Two
 - ``ours``: a customer's message arrives by webhook and the product's consumers at ``/ws/tickets/<id>/``
   forward the broadcast; its start is read from the bench's broadcast log (bench.apps).
 
-Then one sender produces typing events back to back for a while, and each receiver counts what it got.
+Then one sender offers typing events at a steady rate (ours: from a second agent's socket, since nobody hears
+their own typing), and each receiver counts what it got.
 """
 
 import asyncio
@@ -109,14 +110,10 @@ async def relay_events(spec, receivers):
     latencies, missed = last_receiver_latencies(sent_at, [receiver.arrivals for receiver in receivers])
     result = {"broadcast_to_last_receiver": summarize(latencies), "events_missed_by_some": missed}
 
-    async def typing_sender(stop_at):
-        sent = 0
-        while time.monotonic() < stop_at:
-            await layer.group_send(RELAY_GROUP, {"type": RELAY_MESSAGE_TYPE, "event": {"type": "typing"}})
-            sent += 1
-        return sent
+    async def send_typing(number):
+        await layer.group_send(RELAY_GROUP, {"type": RELAY_MESSAGE_TYPE, "event": {"type": "typing"}})
 
-    return result, typing_sender
+    return result, send_typing
 
 
 async def position(receivers, after):
@@ -164,17 +161,26 @@ async def our_events(spec, session, receivers):
         "post_to_last_receiver": summarize(post_latencies),
         "events_missed_by_some": missed + spec["events"] - len(keys),
     }
-    typist = receivers[0]
+    typist = await session.ws_connect(spec["urls"][0], headers=spec["typist_headers"], heartbeat=None)
 
-    async def typing_sender(stop_at):
-        sent = 0
-        while time.monotonic() < stop_at:
-            await typist.socket.send_str(json.dumps({"type": "typing", "state": "start"}))
-            sent += 1
-            await asyncio.sleep(0)
-        return sent
+    async def send_typing(number):
+        await typist.send_str(json.dumps({"type": "typing", "state": "start"}))
 
-    return result, typing_sender
+    return result, send_typing
+
+
+async def typing(receivers, send_typing, rate, seconds):
+    """Typing events offered at ``rate`` a second for ``seconds``: how many a second each receiver got (counted
+    until a second after the last was sent). A receiver that keeps up gets ``rate``."""
+    before = [receiver.typing for receiver in receivers]
+    await paced(round(rate * seconds), rate, send_typing)
+    await asyncio.sleep(1.0)  # the last ones in flight
+    got = sorted(receiver.typing - count for receiver, count in zip(receivers, before, strict=True))
+    return {
+        "offered_per_second": rate,
+        "received_per_second_median": round(got[len(got) // 2] / seconds, 1),
+        "received_per_second_slowest": round(got[0] / seconds, 1),
+    }
 
 
 async def fanout(spec):
@@ -187,23 +193,12 @@ async def fanout(spec):
         except aiohttp.WSServerHandshakeError as error:
             return {"available": False, "reason": f"WebSocket handshake refused: {error.status} {error.message}"}
         if spec["side"] == "relay":
-            result, typing_sender = await relay_events(spec, receivers)
+            result, send_typing = await relay_events(spec, receivers)
         else:
             if refused := await position(receivers, spec["resume_after"]):
                 return {"available": False, "reason": refused}
-            result, typing_sender = await our_events(spec, session, receivers)
-        before = [receiver.typing for receiver in receivers]
-        stop_at = time.monotonic() + spec["typing_seconds"]
-        sent = await typing_sender(stop_at)
-        await asyncio.sleep(1.0)  # the last ones in flight
-        got = [receiver.typing - count for receiver, count in zip(receivers, before, strict=True)]
-        listeners = sorted(got[1:] if spec["side"] == "ours" else got)  # ours: the typist does not hear itself
-        result["typing"] = {
-            "sent": sent,
-            "sent_per_second": round(sent / spec["typing_seconds"], 1),
-            "received_per_second_median": round(listeners[len(listeners) // 2] / spec["typing_seconds"], 1),
-            "received_per_second_slowest": round(listeners[0] / spec["typing_seconds"], 1),
-        }
+            result, send_typing = await our_events(spec, session, receivers)
+        result["typing"] = await typing(receivers, send_typing, spec["typing_rate"], spec["typing_seconds"])
         for receiver in receivers:
             await receiver.socket.close()
         result["available"] = True

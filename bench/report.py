@@ -73,7 +73,7 @@ def webhook_table(results):
 def fanout_table(results):
     lines = [
         "| layer | side | clients | events | broadcast → last receiver p50 / p99 ms | POST → last receiver p50 / p99 | "
-        "missed | typing sent/s | typing received/s per client (median, slowest) |",
+        "missed | typing offered/s | typing received/s per client (median, slowest) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     notes = []
@@ -87,7 +87,7 @@ def fanout_table(results):
             lines.append(
                 f"| {layer} | {label} | {row['clients']} | {row['events_sent']} | "
                 f"{_pair(row['broadcast_to_last_receiver'])} | {_pair(row.get('post_to_last_receiver'))} | "
-                f"{row['events_missed_by_some']} | {typing['sent_per_second']} | "
+                f"{row['events_missed_by_some']} | {typing['offered_per_second']} | "
                 f"{typing['received_per_second_median']}, {typing['received_per_second_slowest']} |"
             )
         if sides["ours"].get("available"):
