@@ -183,7 +183,7 @@ class Stack:
         return process
 
     def start_worker(self, name=None, **env):
-        args = [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-startup-delay"]
+        args = [sys.executable, "manage.py", "worker", "--interval", "0.1", "--no-startup-delay"]
         return self.spawn(name or f"worker-{len(self.processes)}", args, self.env(**env))
 
     def _alive(self, process):

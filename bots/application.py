@@ -2,7 +2,7 @@
 
 PTB's ``Application.initialize()`` checks ``_initialized`` before an await and sets it after, so
 two first requests arriving together would both run it (two getMe calls, two HTTP clients).
-``get_application()`` serialises the first initialisation behind an asyncio lock; a failed
+``get_application()`` runs one initialisation that every caller arriving meanwhile shares; a failed
 initialisation is not kept, so the next caller tries again.
 
 The Application is a per-process resource bound to the event loop that initialised it: daphne's
@@ -17,8 +17,10 @@ import sys
 import threading
 
 from django.conf import settings
+from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ApplicationBuilder
+from telegram.request import HTTPXRequest
 
 logger = logging.getLogger(__name__)
 
@@ -52,32 +54,68 @@ class BotNotReady(TelegramError):
     """The Application could not be initialised; the message is safe to log (no bot token in it)."""
 
 
+async def fetch_webhook_info(request_timeout):
+    """Telegram's getWebhookInfo for this bot, with a Bot of its own whose every timeout is ``request_timeout``
+    (for the health check: it must not wait on the Application's initialisation or its connection pool)."""
+    seconds = request_timeout
+    request = HTTPXRequest(connect_timeout=seconds, read_timeout=seconds, write_timeout=seconds, pool_timeout=seconds)
+    bot = Bot(
+        settings.TELEGRAM_BOT_TOKEN,
+        base_url=f"{settings.TELEGRAM_API_URL}/bot",
+        base_file_url=f"{settings.TELEGRAM_API_URL}/file/bot",
+        request=request,
+    )
+    try:
+        return await bot.get_webhook_info()
+    except InvalidToken:
+        raise BotNotReady(TOKEN_REJECTED) from None
+    finally:
+        await request.shutdown()
+
+
 class _ApplicationHolder:
+    """This process's Application, initialised by one shared attempt at a time.
+
+    Callers that arrive while an initialisation is under way await that same attempt (a shared task,
+    not a lock each one retries behind), so after a failure they all fail together, at once; the
+    failed attempt is not kept, and the next caller starts a new one.
+    """
+
     def __init__(self):
         self.application = None  # initialised and ready
         self.pending = None  # built, its initialisation failed: retried as is, so its HTTP clients are reused
-        self.lock = asyncio.Lock()
+        self.attempt = None  # the initialisation under way, shared by every caller waiting for it
 
     async def get(self):
         if self.application is not None:
             return self.application
-        async with self.lock:
-            if self.application is None:
-                application = self.pending or build_application()
-                self.pending = application
-                try:
-                    await application.initialize()
-                except InvalidToken:
-                    # PTB's message quotes the token; never let it reach a log, a response or the database.
-                    raise BotNotReady(TOKEN_REJECTED) from None
-                self.application, self.pending = application, None
-                _shut_down_with_daphne()
-                logger.info("Telegram bot application initialised as @%s.", application.bot.username)
-        return self.application
+        if self.attempt is None:
+            # No await between the check and the assignment: one attempt per loop, however many callers.
+            self.attempt = asyncio.get_running_loop().create_task(self._initialise())
+            self.attempt.add_done_callback(self._attempt_finished)
+        # shield: a caller that gives up (its request cancelled) does not cancel the others' attempt.
+        return await asyncio.shield(self.attempt)
+
+    async def _initialise(self):
+        application = self.pending or build_application()
+        self.pending = application
+        try:
+            await application.initialize()
+        except InvalidToken:
+            # PTB's message quotes the token; never let it reach a log, a response or the database.
+            raise BotNotReady(TOKEN_REJECTED) from None
+        self.application, self.pending = application, None
+        _shut_down_with_daphne()
+        logger.info("Telegram bot application initialised as @%s.", application.bot.username)
+        return application
+
+    def _attempt_finished(self, attempt):
+        self.attempt = None
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: each waiting caller has already received it
 
     async def shutdown(self):
-        async with self.lock:
-            application, self.application = self.application, None
+        application, self.application = self.application, None
         if application is not None:
             await application.shutdown()
             logger.info("Telegram bot application shut down.")
@@ -125,10 +163,14 @@ class BotLoop:
         After ``timeout`` seconds the call is cancelled and TimeoutError raised, so an abandoned call
         cannot go on sending behind its caller's back.
         """
+        return cls.run_with_application(lambda application: coroutine_function(application.bot), timeout)
+
+    @classmethod
+    def run_with_application(cls, coroutine_function, timeout):
+        """Like ``run``, with the Application itself (to process an update) instead of its bot."""
 
         async def call():
-            application = await get_application()
-            return await coroutine_function(application.bot)
+            return await coroutine_function(await get_application())
 
         future = asyncio.run_coroutine_threadsafe(call(), cls._get_loop())
         try:

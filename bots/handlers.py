@@ -7,8 +7,11 @@ replies are queued in that same transaction, so they exist exactly when the mess
 
 import logging
 from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from telegram import Update
@@ -31,41 +34,81 @@ NEW_TICKET = "Ticket #{number} is open. Write your question and an agent will an
 STATUS = "Your ticket #{number} is {status}."
 REOPEN_HINT = " Write here if you need more help and it opens again."
 
-# Errors raised by handlers during one webhook request; see bots.webhook.
-handler_errors: ContextVar[list | None] = ContextVar("handler_errors", default=None)
+
+@dataclass
+class UpdateReport:
+    """What the handlers did with one update, for the webhook view (its answer and its log line)."""
+
+    outcome: str = "ignored"
+    update_id: int | None = None
+    errors: list = field(default_factory=list)
+
+
+# The report of the update the current webhook request (or replay) is processing; see bots.webhook.
+update_report: ContextVar[UpdateReport | None] = ContextVar("update_report", default=None)
+
+
+async def process_reported(application, update, report):
+    """Process ``update`` through the handlers, which record in ``report`` what they did and their errors."""
+    token = update_report.set(report)
+    try:
+        await application.process_update(update)
+    finally:
+        update_report.reset(token)
+
+
+def report_outcome(outcome):
+    report = update_report.get()
+    if report is not None:
+        report.outcome = outcome
 
 
 def update_kind(update):
     return next((str(kind) for kind in Update.ALL_TYPES if getattr(update, kind, None) is not None), "unknown")
 
 
-def claim_update(update_id, kind):
+def claim_update(bot_id, update_id, kind):
     """Claim the update for this transaction; False if another transaction already processed it.
 
-    INSERT ... ON CONFLICT DO NOTHING waits for a concurrent claim of the same id to commit or roll
-    back, so exactly one transaction gets True; a plain INSERT would need a savepoint to recover.
+    INSERT ... ON CONFLICT waits for a concurrent claim of the same id to commit or roll back, so exactly
+    one transaction gets True; a plain INSERT would need a savepoint to recover. A claim older than the
+    retention window is taken over rather than honoured: Telegram redelivers for 24 hours only, and
+    numbers updates at random after a week of silence, so such an id is a new update even if housekeeping
+    has not pruned the old claim yet.
     """
     table = TelegramUpdate._meta.db_table
+    now = timezone.now()
+    stale_before = now - timedelta(days=settings.TELEGRAM_UPDATE_RETENTION_DAYS)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (update_id, kind, received_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            [update_id, kind, timezone.now()],
+            f"INSERT INTO {table} AS claim (bot_id, update_id, kind, received_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (bot_id, update_id) DO UPDATE SET kind = EXCLUDED.kind, received_at = EXCLUDED.received_at "
+            "WHERE claim.received_at < %s",
+            [bot_id, update_id, kind, now, stale_before],
         )
         return cursor.rowcount == 1
+
+
+def prune_update_claims(older_than):
+    """Delete claims made longer ago than ``older_than`` (a timedelta); returns how many."""
+    deleted, _ = TelegramUpdate.objects.filter(received_at__lt=timezone.now() - older_than).delete()
+    return deleted
 
 
 def once_per_update(work):
     """A PTB callback running ``work(update)`` once per update_id, in one transaction with the claim."""
 
-    def run_once(update):
+    def run_once(bot_id, update):
         with transaction.atomic():
-            if not claim_update(update.update_id, update_kind(update)):
+            if not claim_update(bot_id, update.update_id, update_kind(update)):
                 logger.info("Update %s was already processed; ignoring the redelivery.", update.update_id)
+                report_outcome("duplicate")
                 return
             work(update)
+        report_outcome("processed")
 
     async def callback(update, context):
-        await sync_to_async(run_once)(update)
+        await sync_to_async(run_once)(context.bot.id, update)
         raise ApplicationHandlerStop  # handled: skip the catch-all that logs ignored updates
 
     callback.__name__ = work.__name__
@@ -143,11 +186,11 @@ async def ignored_update(update, context):
 
 async def capture_handler_error(update, context):
     """Hand a handler's exception to the webhook view, which must not answer 200 for it."""
-    errors = handler_errors.get()
-    if errors is None:
+    report = update_report.get()
+    if report is None:
         logger.error("Update handler failed outside a webhook request.", exc_info=context.error)
     else:
-        errors.append(context.error)
+        report.errors.append(context.error)
     raise ApplicationHandlerStop  # the update was handled, if unsuccessfully: not one to log as ignored
 
 

@@ -10,3 +10,12 @@ def deliver_reply(message_id):
     from .delivery import deliver
 
     deliver(message_id)
+
+
+@task()
+def replay_dead_letter(dead_letter_id):
+    """Replay one dead-lettered update through the handlers (see bots.dead_letters)."""
+    from .application import BotLoop
+    from .dead_letters import replay_pending
+
+    BotLoop.run_with_application(lambda application: replay_pending(application, ids=[dead_letter_id]), timeout=60)

@@ -4,9 +4,15 @@ Text arrives as ``text`` or, with media, as ``caption``; media is kept as attach
 Telegram file ids an agent's tools can fetch later) plus a one-line summary an agent can read.
 """
 
+from telegram import Update
 from telegram.constants import MessageAttachmentType
 
 from tickets.services import TelegramProfile
+
+
+def parse_update(data, bot):
+    """The Update python-telegram-bot reads from Telegram's JSON; raises if it cannot (a dead letter)."""
+    return Update.de_json(data, bot)
 
 
 def profile_of(user):

@@ -1,6 +1,13 @@
-"""Turns the tickets' committed events into channel-layer group messages."""
+"""Turns the tickets' committed events into channel-layer group messages.
+
+A service called from a consumer announces its events on the consumer's database thread, before that
+thread gives its connection back. Inside ``held_announcements()`` they are collected instead, and the
+consumer sends them once its database work is done, so no pooled connection waits on Redis.
+"""
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 
 from asgiref.sync import async_to_sync
@@ -18,6 +25,9 @@ BROADCAST_TIMEOUT_SECONDS = 2
 # The channel-layer message type consumers implement to forward ``event`` to their WebSocket.
 CLIENT_EVENT = "client.event"
 
+# The list collecting announcements inside held_announcements(); None elsewhere.
+_held = contextvars.ContextVar("held_announcements", default=None)
+
 
 def groups_for(event):
     """The groups that hear of a stored event: the ticket's room, and the inbox or the reader's own group."""
@@ -29,13 +39,32 @@ def groups_for(event):
 
 
 def broadcast(sender, *, events, **kwargs):
-    """Receiver of tickets.hooks.announced: send each committed event to its groups."""
+    """Receiver of tickets.hooks.announced: send each committed event to its groups (or hold it, see above)."""
+    held = _held.get()
+    if held is not None:
+        held.extend(events)
+        return
     async_to_sync(send_events)(events)
+
+
+@contextlib.contextmanager
+def held_announcements():
+    """Collect the events announced within (on threads started from here) in the list it yields."""
+    held = []
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
+
+
+async def send_to_group(group, wire):
+    """Send one wire event (e.g. typing, which is never stored) to a group's sockets."""
+    await get_channel_layer().group_send(group, {"type": CLIENT_EVENT, "event": wire})
 
 
 async def send_events(stored_events):
     """Send the events to their groups: the groups at once, each group's events in seq order."""
-    layer = get_channel_layer()
     by_group = {}
     for event in stored_events:
         for group in groups_for(event):
@@ -43,7 +72,7 @@ async def send_events(stored_events):
 
     async def send_in_order(group, wire_events):
         for wire in wire_events:
-            await layer.group_send(group, {"type": CLIENT_EVENT, "event": wire})
+            await send_to_group(group, wire)
 
     try:
         # Bounded: a slow Redis must not hold up the request that made the change.

@@ -31,5 +31,21 @@ def typing_event(user, state, expires_in):
     return {"type": "typing", "user": user_data(user), "state": state, "expires_in": expires_in}
 
 
-def error_event(code, detail):
-    return {"type": "error", "code": code, "detail": detail}
+def with_unread(wire, unread):
+    """An inbox socket's copy of a message or read event, with its agent's unread count in that ticket."""
+    return {**wire, "unread": unread}
+
+
+def resumed_event(seq):
+    """The end of a replay: the client now has every event of the ticket up to ``seq``."""
+    return {"type": "resumed", "seq": seq}
+
+
+def resync_event(detail):
+    """The events a client asked for are no longer stored: it must reload the ticket."""
+    return {"type": "resync", "detail": detail}
+
+
+def error_event(code, detail, **context):
+    """A frame the server did not act on; ``context`` names what it answers (e.g. ``client_msg_id``)."""
+    return {"type": "error", "code": code, "detail": detail, **context}

@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django behind a request-body limit, WebSockets through Channels."""
+"""ASGI entry point: HTTP through Django behind a request-body limit, the desk's WebSockets through Channels."""
 
 import os
 
@@ -7,8 +7,13 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supportsite.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+# Everything below needs Django set up first.
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+
+from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 from .body_limit import BodySizeLimit, limit_daphne_request_bodies  # noqa: E402
 
@@ -17,5 +22,7 @@ limit_daphne_request_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 application = ProtocolTypeRouter(
     {
         "http": BodySizeLimit(django_asgi_app, max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
+        # Identity and role come from the session cookie only; a page of another origin cannot connect.
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

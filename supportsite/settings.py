@@ -5,6 +5,7 @@ on SQLite, the in-memory channel layer, the local-memory cache and the Telegram 
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +51,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 
 INSTALLED_APPS = [
+    # Before daphne: its runserver then leaves static files to ServeStaticMiddleware, as in production.
+    "servestatic",
     "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -63,10 +66,13 @@ INSTALLED_APPS = [
     "tickets",
     "bots",
     "realtime",
+    "ops",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "supportsite.csp.ContentSecurityPolicyMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -107,6 +113,12 @@ if DATABASE_URL:
             "timeout": env_number("DATABASE_POOL_TIMEOUT", 10),
         }
         default_db["OPTIONS"].setdefault("connect_timeout", 5)
+        # Behind PgBouncer in transaction mode a server connection is only ours for one transaction:
+        # no server-side cursors (they outlive it) and no prepared statements (psycopg prepares a query
+        # after five runs; PgBouncer before 1.21 cannot route them). docs/deploy.md explains the pool sizes.
+        if env_bool("DATABASE_PGBOUNCER", False):
+            default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
+            default_db["OPTIONS"]["prepare_threshold"] = None
 else:
     default_db = {
         "ENGINE": "django.db.backends.sqlite3",
@@ -125,29 +137,69 @@ DATABASES = {"default": default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer and cache -------------------------------------------------------------
+# One Redis (REDIS_URL), several shards (REDIS_URL with comma-separated URLs: channels-redis spreads
+# channels and groups over them by consistent hashing, the cache spreads keys the same way), or
+# masters found through Redis Sentinel (REDIS_SENTINELS, one master name per shard in
+# REDIS_SENTINEL_MASTERS). Redis Cluster is not supported by channels-redis.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URLS = env_list("REDIS_URL", "")
+REDIS_SENTINELS = [
+    (host, int(port)) for host, _, port in (entry.rpartition(":") for entry in env_list("REDIS_SENTINELS", ""))
+]
+REDIS_SENTINEL_MASTERS = env_list("REDIS_SENTINEL_MASTERS", "mymaster")
+REDIS_SENTINEL_DB = env_number("REDIS_SENTINEL_DB", 0)
+REDIS_PASSWORD = os.environ.get("REDIS_PASSWORD") or None  # the masters' password, with Sentinel
 # Prefixes every key this deployment writes, so several deployments (or test runs) can share one Redis.
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "supportsite")
-if REDIS_URL:
+# channels-redis blocks on Redis for up to 5 s waiting for a message; redis-py's asyncio default
+# socket_timeout of 5 s would kill idle consumers, so allow longer reads on the channel layer.
+CHANNEL_LAYER_CONNECTION = {"socket_timeout": 30, "socket_connect_timeout": 5}
+CACHE_CONNECTION = {"SOCKET_TIMEOUT": 5, "SOCKET_CONNECT_TIMEOUT": 5}
+if REDIS_SENTINELS:
+    sentinel_kwargs = {"socket_timeout": 5, "socket_connect_timeout": 5}
+    channel_layer_hosts = [
+        {
+            "sentinels": REDIS_SENTINELS,
+            "master_name": master,
+            "sentinel_kwargs": sentinel_kwargs,
+            "db": REDIS_SENTINEL_DB,
+            "password": REDIS_PASSWORD,
+            **CHANNEL_LAYER_CONNECTION,
+        }
+        for master in REDIS_SENTINEL_MASTERS
+    ]
+    cache_location = [f"redis://{master}/{REDIS_SENTINEL_DB}" for master in REDIS_SENTINEL_MASTERS]
+    cache_options = {
+        **CACHE_CONNECTION,
+        "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+        "SENTINELS": REDIS_SENTINELS,
+        "SENTINEL_KWARGS": sentinel_kwargs,
+        "PASSWORD": REDIS_PASSWORD,
+    }
+elif REDIS_URLS:
+    channel_layer_hosts = [{"address": url, **CHANNEL_LAYER_CONNECTION} for url in REDIS_URLS]
+    cache_location, cache_options = REDIS_URLS, dict(CACHE_CONNECTION)
+if REDIS_SENTINELS or REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # channels-redis blocks on Redis for up to 5 s waiting for a message; redis-py's
-                # asyncio default socket_timeout of 5 s would kill idle consumers, so allow longer.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
-                "prefix": f"{REDIS_PREFIX}:asgi",
-                "capacity": 1000,
-                "expiry": 60,
-            },
+            "BACKEND": "realtime.layers.RedisChannelLayer",
+            "CONFIG": {"hosts": channel_layer_hosts, "prefix": f"{REDIS_PREFIX}:asgi", "capacity": 1000, "expiry": 60},
         }
     }
+    # django-redis: its ShardClient spreads keys over the shards (every process agrees which key lives
+    # where); with Sentinel, each shard's master is looked up through the Sentinels.
+    if len(cache_location) > 1:
+        cache_options["CLIENT_CLASS"] = "django_redis.client.ShardClient"
+        # django-redis' own RedisCache passes client=None to the ShardClient, which warns on every call.
+        warnings.filterwarnings("ignore", r".* on sharded client should not specify client", UserWarning)
+    elif REDIS_SENTINELS:
+        cache_options["CLIENT_CLASS"] = "django_redis.client.SentinelClient"
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": cache_location if len(cache_location) > 1 else cache_location[0],
             "KEY_PREFIX": REDIS_PREFIX,
-            "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},
+            "OPTIONS": cache_options,
         }
     }
 else:
@@ -162,6 +214,26 @@ TICKET_REOPEN_DAYS = env_number("TICKET_REOPEN_DAYS", 7, float)
 
 # --- Background tasks (the reply outbox) --------------------------------------------------------
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+
+# --- Housekeeping (ops.housekeeping: run by the workers every HOUSEKEEPING_INTERVAL_SECONDS) ------
+# Claims of processed updates (bots.TelegramUpdate): Telegram redelivers for 24 hours, and numbers
+# updates at random after a week of silence, so a week is both long enough and short enough.
+TELEGRAM_UPDATE_RETENTION_DAYS = env_number("TELEGRAM_UPDATE_RETENTION_DAYS", 7)
+# Finished task results (django-tasks' table), successful or failed.
+TASK_RESULT_RETENTION_DAYS = env_number("TASK_RESULT_RETENTION_DAYS", 7)
+HOUSEKEEPING_INTERVAL_SECONDS = env_number("HOUSEKEEPING_INTERVAL_SECONDS", 3600)
+
+# --- Health (ops.health: manage.py healthcheck and GET /readyz) -----------------------------------
+# Seconds one check may take, and the whole health check (the command's default --timeout; /readyz).
+HEALTH_CHECK_TIMEOUT = env_number("HEALTH_CHECK_TIMEOUT", 3, float)
+HEALTH_TIMEOUT = env_number("HEALTH_TIMEOUT", 10, float)
+# Degraded above this many updates waiting at Telegram, or after a delivery error this recent (seconds).
+HEALTH_PENDING_UPDATES_MAX = env_number("HEALTH_PENDING_UPDATES_MAX", 100)
+HEALTH_TELEGRAM_ERROR_WINDOW_SECONDS = env_number("HEALTH_TELEGRAM_ERROR_WINDOW_SECONDS", 600)
+# Degraded when the oldest queued reply is older than this (seconds).
+HEALTH_OUTBOX_MAX_AGE_SECONDS = env_number("HEALTH_OUTBOX_MAX_AGE_SECONDS", 300)
+# A worker silent this long (seconds) is gone; a ready task waiting this long with none alive fails.
+HEALTH_WORKER_SILENCE_SECONDS = env_number("HEALTH_WORKER_SILENCE_SECONDS", 60)
 
 # --- Telegram -----------------------------------------------------------------------------------
 # Without a bot token the project talks to the Telegram sandbox (bots/sandbox), never to Telegram;
@@ -213,7 +285,8 @@ CSRF_TRUSTED_ORIGINS = env_list(
 )
 
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL = "/desk/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -229,13 +302,29 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The server serves the apps' static files itself (the desk's script and styles, the admin's), straight
+# from the apps: no collectstatic step and no separate file server in any deployment. ServeStatic's
+# middleware is async, so it adds no thread hop to the webhook.
+SERVESTATIC_USE_FINDERS = True
 
+# --- The desk (tickets' agent pages) ----------------------------------------------------------------
+# Attachments the desk fetches from Telegram for an agent (bots.attachments): larger ones are refused.
+# Telegram's getFile serves at most 20 MB.
+DESK_ATTACHMENT_MAX_BYTES = env_number("DESK_ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024)
+
+# plain: one readable line per record; json: one JSON object per line, for a log pipeline.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "supportsite.log_format.JsonFormatter"},
+    },
     "filters": {"redact_secrets": {"()": "supportsite.log_filters.RedactSecrets"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact_secrets"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
         # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.

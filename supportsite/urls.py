@@ -1,8 +1,13 @@
 from django.contrib import admin
 from django.http import HttpResponse
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
+from bots.attachments import attachment
 from bots.webhook import telegram_webhook
+from ops.views import readyz
+from tickets import views as desk
 
 
 def healthz(request):
@@ -12,7 +17,15 @@ def healthz(request):
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Logging in and out, and nothing else: no password reset (there is no email backend to send one).
+    path("accounts/login/", desk.login, name="login"),
+    path("accounts/logout/", desk.logout, name="logout"),
+    path("desk/", include("tickets.urls")),
+    # The desk's attachments come from Telegram, which is bots' to talk to.
+    path("desk/attachments/<int:message_id>/", attachment, name="desk-attachment"),
     path("telegram/webhook/", telegram_webhook, name="telegram-webhook"),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    # Browsers ask for it whatever the page says.
+    path("favicon.ico", RedirectView.as_view(url=static("desk/favicon.svg"))),
 ]

@@ -3,12 +3,15 @@ needs_postgres: they skip on the embedded defaults and fail instead when SUPPORT
 (as in CI), so CI can never pass with them skipped."""
 
 import asyncio
+import itertools
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,11 +35,15 @@ BASE_DIR = Path(settings.BASE_DIR)
 def pytest_collection_modifyitems(config, items):
     require = os.environ.get("SUPPORTSITE_REQUIRE_SERVICES") == "1"
     has_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-    missing = {"needs_redis": not settings.REDIS_URL, "needs_postgres": not has_postgres}
+    missing = {
+        "needs_redis": (not settings.REDIS_URL, "set REDIS_URL"),
+        "needs_postgres": (not has_postgres, "set DATABASE_URL"),
+        "needs_nginx": (shutil.which("nginx") is None, "install nginx"),
+    }
     for item in items:
-        for marker, is_missing in missing.items():
+        for marker, (is_missing, what_to_do) in missing.items():
             if item.get_closest_marker(marker) and is_missing:
-                reason = f"{marker}: set {'REDIS_URL' if marker == 'needs_redis' else 'DATABASE_URL'}"
+                reason = f"{marker}: {what_to_do}"
                 if require:
                     item.add_marker(pytest.mark.usefixtures("_fail_missing_service"))
                     item.user_properties.append(("missing_service", reason))
@@ -98,6 +105,8 @@ def sandbox(_sandbox_server):
 # --- Real server processes (daphne, the task worker) on the test database --------------------------
 
 WEBHOOK_SECRET = "test-webhook-secret"
+# The secret key of the processes the tests start (a test signing sessions for them uses it too).
+SUBPROCESS_SECRET_KEY = "test-secret-key-for-subprocesses-only"
 
 
 def free_port():
@@ -133,12 +142,14 @@ def lock_waits():
     """How many transactions on the test database are waiting (in PostgreSQL) for a lock held by another."""
     query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
     with connection.cursor() as cursor:
+        # Inside a transaction PostgreSQL keeps showing its first snapshot of the activity unless cleared.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         return cursor.execute(query).fetchone()[0]
 
 
-def wait_for_lock_wait(message):
-    """Poll PostgreSQL until a transaction on the test database is waiting for a lock held by another."""
-    wait_until(lock_waits, message=message)
+def wait_for_lock_wait(message, count=1):
+    """Poll PostgreSQL until ``count`` transactions on the test database wait for locks held by others."""
+    wait_until(lambda: lock_waits() >= count, message=message)
 
 
 # --- Listening to the channel layer like a consumer would -------------------------------------------
@@ -189,6 +200,8 @@ class Process:
 
     popen: subprocess.Popen
     log_path: Path
+    args: tuple = ()
+    env: dict | None = None
 
     def log(self):
         return self.log_path.read_text(errors="replace")
@@ -202,6 +215,11 @@ class Process:
                 self.popen.kill()
                 self.popen.wait()
 
+    def restart(self):
+        """Stop the process and start it again, the same way; its log goes on in the same file."""
+        self.stop()
+        self.popen = _spawn(self.args, self.env, self.log_path, mode="ab")
+
 
 @dataclass
 class Server(Process):
@@ -212,35 +230,103 @@ class Server(Process):
         headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
         return httpx.post(f"{self.url}/telegram/webhook/", json=update, headers=headers, timeout=30, **kwargs)
 
+    def wait_ready(self):
+        def ready():
+            if self.popen.poll() is not None:
+                pytest.fail(f"daphne exited with {self.popen.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, message=f"daphne at {self.url}")
+
+    def restart(self):
+        """Stop daphne and start it again on the same port (open WebSockets drop and must reconnect)."""
+        super().restart()
+        self.wait_ready()
+
+
+def server_environment(token, sandbox_url, **overrides):
+    """Environment for a production-like server or worker on the test database and the sandbox."""
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_HTTPS": "0",
+        "DJANGO_SECRET_KEY": SUBPROCESS_SECRET_KEY,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": test_database_url(),
+        "TELEGRAM_BOT_TOKEN": token,
+        "TELEGRAM_API_URL": sandbox_url,
+        "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update({name: str(value) for name, value in overrides.items()})
+    return env
+
 
 @pytest.fixture
 def process_env(transactional_db, sandbox):
-    """Environment for a production-like server or worker on the test database and the sandbox."""
+    """server_environment for this test's database and sandbox: ``process_env(token, **overrides)``."""
 
     def build(token, **overrides):
-        env = {
-            **os.environ,
-            "DJANGO_DEBUG": "0",
-            "DJANGO_HTTPS": "0",
-            "DJANGO_SECRET_KEY": "test-secret-key-for-subprocesses-only",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": test_database_url(),
-            "TELEGRAM_BOT_TOKEN": token,
-            "TELEGRAM_API_URL": sandbox.url,
-            "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.update({name: str(value) for name, value in overrides.items()})
-        return env
+        return server_environment(token, sandbox.url, **overrides)
 
     return build
 
 
-def _spawn(args, env, log_path):
-    log = open(log_path, "wb")
+# Every process the suite starts, with the secrets it was given: none may ever appear in its log.
+SPAWNED_LOGS: list[tuple[Path, list[str]]] = []
+SECRET_VARIABLES = ("TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "DJANGO_SECRET_KEY")
+
+
+def _spawn(args, env, log_path, mode="wb"):
+    SPAWNED_LOGS.append((log_path, [env[name] for name in SECRET_VARIABLES if env.get(name)]))
+    log = open(log_path, mode)
     popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR)
     log.close()
     return popen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log():
+    """After the whole session: the log of every server, worker and command the suite started holds none
+    of the secrets that process was given (the bot token, the webhook secret, the secret key)."""
+    yield
+    leaks = [
+        f"{log_path}: {secret[:4]}…"
+        for log_path, secrets in SPAWNED_LOGS
+        for secret in secrets
+        if secret in log_path.read_text(errors="replace")
+    ]
+    assert not leaks, f"secrets found in process logs: {leaks}"
+
+
+def launch_server(env, log_dir, application="supportsite.asgi:application"):
+    """daphne serving supportsite (or another ASGI ``application``) with ``env`` on a free port, once it
+    answers; the caller stops it."""
+    port = free_port()
+    args = (sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application)
+    log_path = log_dir / f"daphne-{port}.log"
+    server = Server(
+        popen=_spawn(args, env, log_path),
+        log_path=log_path,
+        args=args,
+        env=env,
+        url=f"http://127.0.0.1:{port}",
+        token=env["TELEGRAM_BOT_TOKEN"],
+    )
+    server.wait_ready()
+    return server
+
+
+WORKER_COMMAND = ("worker", "--interval", "0.05", "--no-startup-delay")
+
+
+def launch_worker(env, log_path, command=WORKER_COMMAND):
+    """The task worker (or another ``command`` of manage.py) with ``env``; the caller stops it."""
+    args = (sys.executable, "manage.py", *command)
+    return Process(popen=_spawn(args, env, log_path), log_path=log_path, args=args, env=env)
 
 
 @pytest.fixture
@@ -250,26 +336,8 @@ def start_server(process_env, tmp_path):
     servers = []
 
     def start(token=None, application="supportsite.asgi:application", **env):
-        token = token or unique_bot_token()
-        port = free_port()
-        log_path = tmp_path / f"daphne-{port}.log"
-        popen = _spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
-            process_env(token, **env),
-            log_path,
-        )
-        server = Server(popen=popen, log_path=log_path, url=f"http://127.0.0.1:{port}", token=token)
+        server = launch_server(process_env(token or unique_bot_token(), **env), tmp_path, application)
         servers.append(server)
-
-        def ready():
-            if popen.poll() is not None:
-                pytest.fail(f"daphne exited with {popen.returncode}:\n{server.log()}")
-            try:
-                return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, message=f"daphne on port {port}")
         return server
 
     yield start
@@ -279,17 +347,110 @@ def start_server(process_env, tmp_path):
 
 @pytest.fixture
 def start_worker(process_env, tmp_path):
-    """Start the task worker (django-tasks-db's db_worker), or another ``command`` of manage.py, for a bot
+    """Start the task worker (manage.py worker), or another ``command`` of manage.py, for a bot
     token; stopped after the test."""
     workers = []
 
-    def start(token, command=("db_worker", "--interval", "0.05", "--no-startup-delay"), **env):
-        log_path = tmp_path / f"worker-{len(workers)}.log"
-        popen = _spawn([sys.executable, "manage.py", *command], process_env(token, **env), log_path)
-        worker = Process(popen=popen, log_path=log_path)
+    def start(token, command=WORKER_COMMAND, **env):
+        worker = launch_worker(process_env(token, **env), tmp_path / f"worker-{len(workers)}.log", command)
         workers.append(worker)
         return worker
 
     yield start
     for worker in workers:
         worker.stop()
+
+
+@dataclass
+class Finished:
+    """A command that ran to its end: its exit code, its output (stdout and stderr) and its wall time."""
+
+    returncode: int
+    output: str
+    seconds: float
+
+
+@pytest.fixture
+def run_command(process_env, tmp_path):
+    """Run ``manage.py *command`` to its end in a production-like process (see process_env)."""
+    runs = itertools.count()
+
+    def run(*command, token=None, **env):
+        log_path = tmp_path / f"command-{next(runs)}.log"
+        started = time.monotonic()
+        env = process_env(token or unique_bot_token(), **env)
+        popen = _spawn([sys.executable, "manage.py", *command], env, log_path)
+        returncode = popen.wait(120)
+        return Finished(returncode, log_path.read_text(errors="replace"), time.monotonic() - started)
+
+    return run
+
+
+# --- Listeners that misbehave, and private Redis servers --------------------------------------------
+
+
+@pytest.fixture
+def closed_port():
+    """A port bound but not listening: every connection is refused at once."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+@pytest.fixture
+def black_hole_port():
+    """A port that accepts connections (the kernel completes the handshake) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        yield listener.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server on its own port and data directory, which a test may stop and start."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.port = free_port()
+        self.popen = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args += ["--save", "", "--appendonly", "no", "--logfile", str(self.directory / "redis.log")]
+        self.popen = subprocess.Popen(args, cwd=self.directory)
+        wait_until(self.answers, message=f"redis-server on port {self.port}")
+        return self
+
+    def answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait(15)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Start private Redis servers (call once per server wanted); stopped after the test."""
+    servers = []
+
+    def start():
+        directory = tmp_path / f"redis-{len(servers)}"
+        directory.mkdir()
+        server = RedisServer(directory)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

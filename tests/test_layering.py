@@ -1,5 +1,6 @@
 """The apps' layering: tickets owns the domain and imports neither outbound channel; bots (Telegram) and
-realtime (WebSockets) meet only through the hooks tickets owns (tickets.hooks)."""
+realtime (WebSockets) meet only through the hooks tickets owns (tickets.hooks); ops (health, housekeeping)
+sits above them all and nothing imports it."""
 
 import ast
 from pathlib import Path
@@ -9,9 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 FORBIDDEN = {
-    "tickets": {"bots", "realtime"},
-    "bots": {"realtime"},
-    "realtime": {"bots"},
+    "tickets": {"bots", "realtime", "ops"},
+    "bots": {"realtime", "ops"},
+    "realtime": {"bots", "ops"},
 }
 
 

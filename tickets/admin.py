@@ -13,7 +13,7 @@ from datetime import datetime
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.http import Http404, JsonResponse
 from django.template.response import TemplateResponse
@@ -249,6 +249,9 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
         chat_id = Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id", flat=True).first()
         if chat_id is None:
             raise Http404
+        # Hand this request's database connection back to the pool before waiting on Telegram (G9): agents
+        # typing while Telegram is slow must not hold the connections the webhook needs.
+        connection.close()
         answers = agent_typing.send(sender=Ticket, chat_id=chat_id, agent=request.user)
         return JsonResponse({"shown": any(shown for _, shown in answers)})
 

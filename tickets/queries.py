@@ -1,4 +1,5 @@
-"""Read-side queries about tickets: what an agent has not read yet, and each chat's outbox queue.
+"""Read-side queries about tickets: what an agent has not read yet, each chat's outbox queue, and what the
+desk's pages show.
 
 An agent's unread messages in a ticket are those after their read cursor (all of them when they have
 none yet), except the ones they wrote themselves, the customer's bot commands (/start, /status) and the
@@ -6,9 +7,11 @@ bot's automatic replies. Everything here is a queryset or an expression, so a li
 unread counts in the same single query that fetches the tickets.
 """
 
+from django.contrib.auth import get_user_model
 from django.db import models
-from django.db.models import Count, Exists, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce, JSONObject, Substr
 from django.utils import timezone
 
 from .models import Message, ReadCursor, Ticket, TicketEvent
@@ -110,3 +113,106 @@ def events_after(ticket_id, seq):
     if not events and Ticket.objects.filter(pk=ticket_id, last_seq__gt=seq).exists():
         return None
     return events
+
+
+def outbox_backlog(failed_since):
+    """The outbox at a glance, for the health check: replies queued, the oldest one's creation time,
+    and replies that failed among those created since ``failed_since``."""
+    replies = Message.objects.filter(direction=Message.Direction.OUT)
+    queued = replies.filter(delivery_status=Message.DeliveryStatus.QUEUED).aggregate(
+        count=Count("pk"), oldest=models.Min("created_at")
+    )
+    failed = replies.filter(delivery_status=Message.DeliveryStatus.FAILED, created_at__gte=failed_since).count()
+    return queued["count"], queued["oldest"], failed
+
+
+# --- The desk -------------------------------------------------------------------------------------
+
+# The inbox's views of the tickets, and the statuses its filter offers (None: every status).
+INBOX_VIEWS = ("mine", "unassigned", "all")
+INBOX_STATUSES = {
+    "active": Ticket.ACTIVE_STATUSES,
+    "open": (Ticket.Status.OPEN,),
+    "pending": (Ticket.Status.PENDING,),
+    "resolved": (Ticket.Status.RESOLVED,),
+    "closed": (Ticket.Status.CLOSED,),
+    "any": None,
+}
+INBOX_PAGE_SIZE = 50
+PREVIEW_LENGTH = 160
+# How many of a ticket's latest messages its desk page shows (the admin has the whole conversation).
+CONVERSATION_LENGTH = 200
+
+
+def inbox_tickets(tickets, user, *, view, status):
+    """``tickets`` narrowed to the inbox ``view`` ("mine", "unassigned", "all") and ``status`` filter."""
+    if view == "mine":
+        tickets = tickets.filter(assignee=user)
+    elif view == "unassigned":
+        tickets = tickets.filter(assignee__isnull=True)
+    if INBOX_STATUSES[status] is not None:
+        tickets = tickets.filter(status__in=INBOX_STATUSES[status])
+    return tickets
+
+
+def inbox_page(user, *, view="all", status="active", before=None, ticket_id=None):
+    """One page (INBOX_PAGE_SIZE tickets) of the inbox as ``user`` sees it, most recent conversation first,
+    in ONE query.
+
+    Each ticket comes with its customer and assignee, ``unread_count`` for ``user`` and ``last_message``
+    (a dict: id, direction, the text's start, the attachment's summary, the author's id and names).
+    ``before`` is the (last_message_at, id) of the previous page's last ticket; ``ticket_id`` asks for
+    that one ticket, if it is in the view (the inbox adding a ticket it hears of live).
+    """
+    tickets = inbox_tickets(Ticket.objects.select_related("customer", "assignee"), user, view=view, status=status)
+    if ticket_id is not None:
+        tickets = tickets.filter(pk=ticket_id)
+    if before is not None:
+        tickets = tickets.filter(_older_than(*before))
+    latest = (
+        Message.objects.filter(ticket=OuterRef("pk"))
+        .order_by("-id")
+        .values(
+            preview=JSONObject(
+                id="id",
+                direction="direction",
+                text=Substr("text", 1, PREVIEW_LENGTH),
+                attachment=KeyTextTransform("summary", "attachment"),
+                author_id="author_id",
+                author_first_name="author__first_name",
+                author_last_name="author__last_name",
+                author_username="author__username",
+            )
+        )[:1]
+    )
+    tickets = with_unread_count(tickets, user).annotate(last_message=Subquery(latest, output_field=models.JSONField()))
+    return list(tickets.order_by(F("last_message_at").desc(nulls_last=True), "-id")[:INBOX_PAGE_SIZE])
+
+
+def _older_than(last_message_at, ticket_id):
+    """Tickets after (last_message_at, id) in the inbox's order; tickets without messages come last."""
+    if last_message_at is None:
+        return Q(last_message_at__isnull=True, pk__lt=ticket_id)
+    return (
+        Q(last_message_at__lt=last_message_at)
+        | Q(last_message_at=last_message_at, pk__lt=ticket_id)
+        | Q(last_message_at__isnull=True)
+    )
+
+
+def conversation(ticket):
+    """The ticket's latest CONVERSATION_LENGTH messages with their authors, oldest first, and whether older
+    ones exist."""
+    messages = list(ticket.messages.select_related("author").order_by("-id")[: CONVERSATION_LENGTH + 1])
+    return messages[:CONVERSATION_LENGTH][::-1], len(messages) > CONVERSATION_LENGTH
+
+
+def read_positions(ticket):
+    """How far each agent has read in the ticket: (user, last read message id) pairs, in one query."""
+    cursors = ReadCursor.objects.filter(ticket=ticket).select_related("user").order_by("user_id")
+    return [(cursor.user, cursor.last_read_message_id) for cursor in cursors]
+
+
+def agents():
+    """Everyone a ticket can be assigned to: the active staff users, by name."""
+    return get_user_model().objects.filter(is_staff=True, is_active=True).order_by("first_name", "username")

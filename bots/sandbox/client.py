@@ -52,6 +52,11 @@ class SandboxClient:
         body = {"from": profile, **fields} | ({"text": text} if text is not None else {})
         return self._bot("POST", "messages", json=body)
 
+    def upload_file(self, kind, content, filename, content_type):
+        """Store a file (bytes) for a customer to send; returns its file_id (``send_message(…, photo=file_id)``)."""
+        form = {"kind": kind}
+        return self._bot("POST", "files", data=form, files={"file": (filename, content, content_type)})["file_id"]
+
     def post_update(self, update):
         """Queue a raw update for the webhook (an update_id is assigned if missing); returns it."""
         return self._bot("POST", "updates", json=update)

@@ -612,6 +612,18 @@ async def post_customer_message(request):
     return web.json_response(control_bot(request).customer_message(profile, fields))
 
 
+async def post_file(request):
+    """Store a file a customer is about to send (multipart: ``file``, and ``kind``, e.g. photo); returns it as
+    getFile would, so its ``file_id`` can go in a customer's message (``photo=<file_id>``)."""
+    bot = control_bot(request)
+    form = await request.post()
+    upload, kind = form.get("file"), form.get("kind", "document")
+    if not isinstance(upload, web.FileField) or kind not in MEDIA_KINDS:
+        raise control_error(web.HTTPBadRequest, f"a file and a kind ({', '.join(MEDIA_KINDS)}) are required")
+    stored = bot.store_file(kind, Upload(upload.filename, upload.content_type, upload.file.read()))
+    return web.json_response(stored.as_file())
+
+
 async def post_update(request):
     """Queue a raw update as given (numbered if it has no update_id)."""
     return web.json_response(control_bot(request).queue_update(await json_body(request)))
@@ -753,6 +765,7 @@ def create_app(default_token=None, retry_initial=0.2, retry_cap=2.0, webhook_tim
             web.post("/sandbox/reset", reset),
             web.post(f"{bot_routes}/messages", post_customer_message),
             web.post(f"{bot_routes}/updates", post_update),
+            web.post(f"{bot_routes}/files", post_file),
             web.get(f"{bot_routes}/calls", list_calls),
             web.get(f"{bot_routes}/deliveries", list_deliveries),
             web.get(f"{bot_routes}/webhook", get_webhook),

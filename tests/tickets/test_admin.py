@@ -654,7 +654,7 @@ def test_customer_search(agent_client, term):
 def test_create_demo_agent_creates_it_once_and_never_changes_its_password():
     out = StringIO()
     call_command("create_demo_agent", stdout=out)
-    match = re.fullmatch(r"Demo agent: http://127\.0\.0\.1:8000/admin/  user: demo  password: (\S+)\n", out.getvalue())
+    match = re.fullmatch(r"Demo agent: http://127\.0\.0\.1:8000/desk/  user: demo  password: (\S+)\n", out.getvalue())
     assert match, out.getvalue()
     demo = get_user_model().objects.get(username="demo")
     assert demo.is_staff and demo.is_superuser and demo.is_active

@@ -1,5 +1,7 @@
 """Forgetting a customer (GDPR erasure): nothing of them is left in any table, the statistics are."""
 
+import json
+
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
@@ -8,6 +10,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from bots import dead_letters
 from tests.conftest import resolve
 from tickets import services
 from tickets.models import Customer, EarlyEdit, Message, Ticket, TicketEvent
@@ -57,6 +60,9 @@ def zora(client, agent):
     sent, _ = services.queue_reply(ticket, "Zorabelle, we will send it to Plumtree Lane again.", author=agent)
     services.mark_delivered(sent, 500, lease_until=sent.delivery_due_at)
     services.queue_reply(ticket, "Automatic: Plumtree Lane", author=None)  # still queued
+    # An update of hers that python-telegram-bot could not parse, kept raw as a dead letter.
+    update = {"update_id": 7, "message": {"from": {"id": ZORA.user_id, "first_name": "Zorabelle"}, "text": "Plumtree"}}
+    dead_letters.keep(1, update, json.dumps(update).encode(), TypeError("unreadable"))
     client.force_login(agent)
     client.post(ticket_url(ticket), change_form_data(client, ticket, status="pending"))
     assert LogEntry.objects.filter(object_repr__contains="Plumtree").exists()

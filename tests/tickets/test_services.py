@@ -13,32 +13,41 @@ from bots.models import TelegramUpdate
 from tests.conftest import resolve, wait_for_lock_wait
 from tickets import services
 from tickets.hooks import announced
-from tickets.models import Customer, Message, ReadCursor, Ticket
+from tickets.models import Customer, Message, ReadCursor, Ticket, TicketEvent
 from tickets.services import TelegramProfile, TicketRuleError
 
 ALICE = TelegramProfile(user_id=111, first_name="Alice", username="alice")
 
 
+class ThreadsAtOnce:
+    """Threads released together by a barrier; ``join()`` waits for them and re-raises any failure."""
+
+    def __init__(self, count, work):
+        barrier = threading.Barrier(count)
+        self.errors = []
+
+        def worker(i):
+            try:
+                barrier.wait()
+                work(i)
+            except Exception as error:
+                self.errors.append(error)
+            finally:
+                connection.close()
+
+        self.threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def join(self):
+        for thread in self.threads:
+            thread.join()
+        assert not self.errors, self.errors
+
+
 def run_at_once(count, work):
     """Run ``work(i)`` in ``count`` threads released together by a barrier; re-raise any failure."""
-    barrier = threading.Barrier(count)
-    errors = []
-
-    def worker(i):
-        try:
-            barrier.wait()
-            work(i)
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    ThreadsAtOnce(count, work).join()
 
 
 def inbound(profile=ALICE, text="hello", telegram_message_id=1):
@@ -77,15 +86,33 @@ def test_twenty_concurrent_first_messages_from_one_customer_give_one_customer_an
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fifty_concurrent_read_cursor_advances_in_shuffled_order_leave_the_maximum(agent):
-    message, _ = inbound()
-    ids = [message.pk] + [inbound(text=f"m{i}", telegram_message_id=i + 2)[0].pk for i in range(49)]
+@pytest.mark.needs_postgres
+def test_read_cursor_advances_overlapping_on_the_cursor_row_leave_the_maximum_and_never_move_back(agent):
+    """Fifty advances in shuffled order, eight at a time: each batch reads the cursor while the test holds its
+    row, then all write at once when it lets go. A read-then-write (SELECT, compare in Python, UPDATE by pk)
+    lets a lower id overwrite a higher one here; the conditional UPDATE re-checks the row it waited for."""
+    first, _ = inbound()
+    ticket = first.ticket
+    ids = [inbound(text=f"m{i}", telegram_message_id=i + 2)[0].pk for i in range(50)]
+    services.advance_read_cursor(ticket, agent, first.pk)  # the cursor exists: every advance below updates it
     random.shuffle(ids)
 
-    run_at_once(50, lambda i: services.advance_read_cursor(message.ticket, agent, ids[i]))
+    for start in range(0, len(ids), 8):
+        batch = ids[start : start + 8]
+        with transaction.atomic():
+            held = ReadCursor.objects.select_for_update().get().last_read_message_id
+            threads = ThreadsAtOnce(
+                len(batch), lambda i, batch=batch: services.advance_read_cursor(ticket, agent, batch[i])
+            )
+            # Those that would move it wait for the row (the rest may see at once that they would not).
+            ahead = sum(message_id > held for message_id in batch)
+            wait_for_lock_wait(f"{ahead} advances waiting for the cursor's row", count=ahead)
+        threads.join()
 
-    cursor = ReadCursor.objects.get()
-    assert cursor.last_read_message_id == max(ids)
+    assert ReadCursor.objects.get().last_read_message_id == max(ids)
+    reads = TicketEvent.objects.filter(ticket=ticket, kind="read").order_by("seq")
+    read_ids = [event.data["message_id"] for event in reads]
+    assert read_ids == sorted(set(read_ids)), "the cursor moved backwards (or stood still) in the history"
 
 
 def test_read_cursor_never_moves_backwards(ticket, agent):
@@ -150,10 +177,11 @@ def test_one_read_cursor_per_agent_and_ticket(ticket, agent):
         ReadCursor.objects.create(ticket=ticket, user=agent, last_read_message=message)
 
 
-def test_telegram_update_id_is_unique(db):
-    TelegramUpdate.objects.create(update_id=42)
+def test_telegram_update_id_is_unique_per_bot(db):
+    TelegramUpdate.objects.create(bot_id=1, update_id=42)
+    TelegramUpdate.objects.create(bot_id=2, update_id=42)  # another bot numbers its own updates
     with pytest.raises(IntegrityError):
-        TelegramUpdate.objects.create(update_id=42)
+        TelegramUpdate.objects.create(bot_id=1, update_id=42)
 
 
 # --- Lifecycle ------------------------------------------------------------------------------------

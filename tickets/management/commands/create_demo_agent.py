@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db import IntegrityError, transaction
 
 USERNAME = "demo"
-ADMIN_URL = "http://127.0.0.1:8000/admin/"
+DESK_URL = "http://127.0.0.1:8000/desk/"
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         except IntegrityError:
             self.stdout.write(
                 f'Demo agent "{USERNAME}" already exists; its password is unchanged '
-                f"(reset it with `python manage.py changepassword {USERNAME}`). Log in at {ADMIN_URL}"
+                f"(reset it with `python manage.py changepassword {USERNAME}`). Log in at {DESK_URL}"
             )
             return
-        self.stdout.write(f"Demo agent: {ADMIN_URL}  user: {USERNAME}  password: {password}")
+        self.stdout.write(f"Demo agent: {DESK_URL}  user: {USERNAME}  password: {password}")
