@@ -1,5 +1,6 @@
 # `make run`: set everything up on a fresh machine and run the product on its embedded defaults.
 # `make test`: the whole suite (on PostgreSQL and Redis when DATABASE_URL / REDIS_URL are set).
+# `make bench` (`QUICK=1` for a short check): the benchmarks of SPEC §5, see docs/performance.md.
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PYTHON_SYSTEM ?= python3
 # make run serves the embedded development defaults unless told otherwise.
 export DJANGO_DEBUG ?= 1
 
-.PHONY: run test lint format install
+.PHONY: run test lint format install bench bench-profile
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
@@ -39,3 +40,11 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Starts its own database, Redis prefix, sandbox, servers and workers (BENCH_POSTGRES_URL, BENCH_REDIS_URL).
+bench: install
+	$(PYTHON) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# py-spy profiles of the webhook and of one worker: bench/profiles/{webhook,worker}-$(LABEL).txt
+bench-profile: install
+	$(PYTHON) -m bench --only profile --profile-label $(or $(LABEL),current) $(if $(QUICK),--quick)

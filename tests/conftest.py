@@ -307,10 +307,11 @@ def _no_secret_in_any_log():
     assert not leaks, f"secrets found in process logs: {leaks}"
 
 
-def launch_server(env, log_dir):
-    """daphne serving supportsite with ``env`` on a free port, once it answers; the caller stops it."""
+def launch_server(env, log_dir, application="supportsite.asgi:application"):
+    """daphne serving supportsite (or another ASGI ``application``) with ``env`` on a free port, once it
+    answers; the caller stops it."""
     port = free_port()
-    args = (sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supportsite.asgi:application")
+    args = (sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application)
     log_path = log_dir / f"daphne-{port}.log"
     server = Server(
         popen=_spawn(args, env, log_path),
@@ -335,11 +336,12 @@ def launch_worker(env, log_path, command=WORKER_COMMAND):
 
 @pytest.fixture
 def start_server(process_env, tmp_path):
-    """Start daphne serving supportsite (call it once per process wanted); stopped after the test."""
+    """Start daphne serving supportsite (call it once per process wanted); stopped after the test.
+    ``application`` names another ASGI application to serve (the benchmark's, say)."""
     servers = []
 
-    def start(token=None, **env):
-        server = launch_server(process_env(token or unique_bot_token(), **env), tmp_path)
+    def start(token=None, application="supportsite.asgi:application", **env):
+        server = launch_server(process_env(token or unique_bot_token(), **env), tmp_path, application)
         servers.append(server)
         return server
 

@@ -189,10 +189,15 @@ function startInbox() {
 
   // On every (re)connect: the socket is subscribed first, then the list loads, then the live events
   // that came meanwhile apply unless the loaded list already reflects them (their seq).
+  // Reloads can overlap (a reconnect while the last one is still loading): only the newest applies, and
+  // it reflects every event heard before it started.
+  let reloads = 0;
   async function reload() {
-    loading = [];
+    const generation = ++reloads;
+    const waiting = (loading = []);
     try {
       const data = await getJSON(query());
+      if (generation !== reloads) return;
       rows.clear();
       list.replaceChildren();
       for (const ticket of data.tickets) place(ticket, true);
@@ -201,10 +206,11 @@ function startInbox() {
     } catch {
       // The socket will reconnect and reload; keep what is shown.
     } finally {
-      const waiting = loading;
-      loading = null;
-      waiting.forEach(apply);
-      refresh();
+      if (generation === reloads) {
+        loading = null;
+        waiting.forEach(apply);
+        refresh();
+      }
     }
   }
 

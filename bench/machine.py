@@ -1,0 +1,148 @@
+"""Workload 3 (whole machine): two daphne processes and two workers, every update answered by an automatic
+reply through the outbox; and, at the default limits, 300 new customers at once with one worker."""
+
+import time
+
+import httpx
+
+from bots.sandbox.client import SandboxClient
+
+from .stack import BOT_TOKEN
+from .traffic import FIRST_USER_ID, distinct_update_ids, stream_from
+from .webhook import load_spec, run_load
+
+# Telegram's limits, raised for the run against the sandbox to measure the workers' own ceiling.
+RAISED_LIMITS = {"TELEGRAM_GLOBAL_MESSAGES_PER_SECOND": 100_000, "TELEGRAM_CHAT_INTERVAL_SECONDS": 0}
+
+
+def register_chats(stack, user_ids):
+    """Telegram knows a chat once its customer wrote: let the sandbox see one message from each customer
+    (no webhook is set, so nothing is delivered), then drop those updates."""
+    sandbox = SandboxClient(stack.sandbox.url, BOT_TOKEN)
+    with httpx.Client(timeout=10) as client:
+        for number, user_id in enumerate(user_ids):
+            chat = {"id": user_id, "type": "private", "first_name": f"Customer {user_id}"}
+            message = {"message_id": 0, "chat": chat, "date": 0, "text": "(registers the chat)"}
+            client.post(
+                f"{sandbox.base_url}/sandbox/{BOT_TOKEN}/updates", json={"update_id": number, "message": message}
+            )
+    sandbox.delete_webhook(drop_pending_updates=True)
+
+
+def outbox_state(stack):
+    rows = stack.sql("SELECT delivery_status, count(*) FROM tickets_message WHERE direction = 'out' GROUP BY 1")
+    return dict(rows)
+
+
+def wait_for_replies(stack, expected, deadline_s, progress, label):
+    """Poll until ``expected`` replies are sent (or failed, or the deadline passes); returns seconds waited."""
+    started = time.monotonic()
+    last_report = 0.0
+    while True:
+        state = outbox_state(stack)
+        done = state.get("sent", 0) + state.get("failed", 0)
+        waited = time.monotonic() - started
+        if done >= expected or waited > deadline_s:
+            return waited, state
+        if waited - last_report >= 3:
+            progress(f"  {label}: {state.get('sent', 0)}/{expected} replies sent")
+            last_report = waited
+        time.sleep(0.2)
+
+
+def sent_calls(stack):
+    calls = SandboxClient(stack.sandbox.url, BOT_TOKEN).calls("sendMessage")
+    return [call for call in calls if call["status"] == 200]
+
+
+def order_violations(stack):
+    """Replies to one customer that reached Telegram in another order than they were queued (their chat
+    numbers its messages as they arrive; the outbox numbers a customer's replies as they are queued)."""
+    rows = stack.sql(
+        """SELECT count(*) FROM (
+             SELECT m.telegram_message_id
+                    < lag(m.telegram_message_id) OVER (PARTITION BY t.customer_id ORDER BY m.outbox_seq, m.id) AS late
+             FROM tickets_message m JOIN tickets_ticket t ON t.id = m.ticket_id
+             WHERE m.direction = 'out' AND m.delivery_status = 'sent') replies
+           WHERE late"""
+    )
+    return rows[0][0]
+
+
+def sent_rate(calls):
+    if len(calls) < 2:
+        return None
+    times = sorted(call["time"] for call in calls)
+    return round((len(times) - 1) / (times[-1] - times[0]), 1) if times[-1] > times[0] else None
+
+
+def whole_machine(stack, *, customers, per_customer, progress):
+    stack.reset_data()
+    SandboxClient(stack.sandbox.url, BOT_TOKEN).reset()
+    first_user_id = FIRST_USER_ID + 100_000_000
+    register_chats(stack, [first_user_id + number for number in range(customers)])
+    servers = [stack.start_server("daphne", name=f"daphne-machine-{number}", **RAISED_LIMITS) for number in range(2)]
+    workers = [stack.start_worker(name=f"worker-machine-{number}", **RAISED_LIMITS) for number in range(2)]
+    stream = {"kind": "conversation", "customers": customers, "per_customer": per_customer}
+    stream |= {"duplicate_share": 0.1, "seed": 11, "first_update_id": 50_000_000, "first_user_id": first_user_id}
+    expected = len(distinct_update_ids(stream_from(stream)))
+    targets = [f"{server.url}/telegram/webhook/" for server in servers]
+    progress(
+        f"whole machine: {customers} customers x {per_customer} messages (+10% redeliveries) over 2 daphne, "
+        f"2 workers, every update answered"
+    )
+    started = time.monotonic()
+    ingest = run_load("webhook", load_spec(targets, stream, label="whole machine", concurrency=64))
+    queued = sum(outbox_state(stack).values())
+    waited, state = wait_for_replies(stack, queued, 180, progress, "whole machine")
+    total_s = time.monotonic() - started
+    calls = sent_calls(stack)
+    (messages_in,) = stack.sql("SELECT count(*) FROM tickets_message WHERE direction = 'in'")[0]
+    stack.stop(*servers, *workers)
+    return {
+        "updates": ingest["requests"],
+        "distinct_updates": expected,
+        "ingest": ingest,
+        "messages_stored": messages_in,
+        "replies_expected": expected,
+        "replies_queued": queued,
+        "outbox": state,
+        "replies_sent_to_telegram": len(calls),
+        # Telegram accepted more messages than replies were recorded as sent: some went out twice.
+        "replies_doubled": len(calls) - state.get("sent", 0),
+        "order_violations": order_violations(stack),
+        "drain_per_second": sent_rate(calls),
+        "seconds_until_all_sent": round(total_s, 1),
+        "seconds_after_ingest": round(waited, 1),
+    }
+
+
+def first_contact_burst(stack, *, customers, progress, recording=None, worker_env=None):
+    """``customers`` new customers write at once; one worker at Telegram's default limits sends the automatic
+    replies. With ``recording`` (a profiling.Recording factory), the worker is sampled meanwhile."""
+    stack.reset_data()
+    SandboxClient(stack.sandbox.url, BOT_TOKEN).reset()
+    first_user_id = FIRST_USER_ID + 200_000_000
+    register_chats(stack, [first_user_id + number for number in range(customers)])
+    server = stack.start_server("daphne", name="daphne-burst")
+    worker = stack.start_worker(name="worker-burst", **(worker_env or {}))
+    stream = {"kind": "conversation", "customers": customers, "per_customer": 1, "duplicate_share": 0}
+    stream |= {"seed": 12, "first_update_id": 60_000_000, "first_user_id": first_user_id}
+    progress(f"first contact: {customers} new customers at once, one worker, default Telegram limits")
+    profile = recording(worker).start() if recording else None
+    started = time.monotonic()
+    ingest = run_load("webhook", load_spec([f"{server.url}/telegram/webhook/"], stream, label="burst", concurrency=40))
+    _waited, state = wait_for_replies(stack, sum(outbox_state(stack).values()), 120, progress, "first contact")
+    total_s = time.monotonic() - started
+    collapsed = profile.stop() if profile else None
+    calls = sent_calls(stack)
+    stack.stop(server, worker)
+    return {
+        "customers": customers,
+        "ingest": ingest,
+        "outbox": state,
+        "seconds_until_all_sent": round(total_s, 1),
+        "replies_per_second": round(state.get("sent", 0) / total_s, 1),
+        "drain_per_second": sent_rate(calls),
+        "collapsed": collapsed,
+    }

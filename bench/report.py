@@ -1,0 +1,167 @@
+"""The bench's results as Markdown tables, printed and written into docs/performance.md (between markers)."""
+
+import datetime
+import os
+import platform
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+RESULTS = ("<!-- bench:results:start -->", "<!-- bench:results:end -->")
+PLANS = ("<!-- bench:plans:start -->", "<!-- bench:plans:end -->")
+PACKAGES = ["Django", "channels", "channels-redis", "daphne", "python-telegram-bot", "uvicorn", "uvloop", "psycopg"]
+
+
+def machine_and_versions(stack):
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    memory_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    postgres = stack.sql("SHOW server_version")[0][0]
+    redis_version = stack.redis().info("server")["redis_version"]
+    packages = ", ".join(f"{name} {version(name)}" for name in PACKAGES)
+    return [
+        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {os.cpu_count()} cores, {memory_kb / 1024**2:.0f} GiB RAM, {cpu}",
+        f"- Versions: Python {platform.python_version()}, {packages}, PostgreSQL {postgres}, Redis {redis_version}",
+    ]
+
+
+def _pair(summary):
+    if not summary or summary.get("p50_ms") is None:
+        return "–"
+    return f"{summary['p50_ms']:g} / {summary['p99_ms']:g}"
+
+
+def _ratio(numerator, denominator):
+    return f"{numerator / denominator:.2f}×" if numerator and denominator else "–"
+
+
+def webhook_table(results):
+    lines = [
+        "| server | endpoint | requests | req/s | p50 / p99 ms | new p50 / p99 | duplicate p50 / p99 | "
+        "CPU ms/req | cores | PG conns max / after (pool max) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    notes = []
+    for server, sides in results.items():
+        for side, label in (("ours", "webhook"), ("bare", "bare INSERT view")):
+            row = sides[side]
+            kinds = row["by_kind"]
+            lines.append(
+                f"| {server} | {label} | {row['requests']} | {row['per_second']} | {_pair(row)} | "
+                f"{_pair(kinds.get('new'))} | {_pair(kinds.get('duplicate'))} | {row['cpu_ms_per_request']} | "
+                f"{row['cores_used']} | {row['pg_connections_max']} / {row['pg_connections_after']} "
+                f"({sides['pool_max_size']}) |"
+            )
+        ours = sides["ours"]
+        check = "yes" if ours["messages_stored"] == ours["distinct_accepted"] else "**NO**"
+        notes.append(
+            f"- {server}: webhook at **{_ratio(ours['per_second'], sides['bare']['per_second'])}** the bare view; "
+            f"messages stored {ours['messages_stored']} for {ours['distinct_accepted']} distinct updates answered "
+            f"200 of {ours['distinct_updates']} in the stream (equal: {check}); statuses {ours['statuses']}"
+        )
+    return [*lines, "", *notes]
+
+
+def fanout_table(results):
+    lines = [
+        "| layer | side | clients | events | broadcast → last receiver p50 / p99 ms | POST → last receiver p50 / p99 | "
+        "missed | typing offered/s | typing received/s per client (median, slowest) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    notes = []
+    for layer, sides in results.items():
+        for side, label in (("relay", "bare relay (group_send)"), ("ours", "our consumers (webhook)")):
+            row = sides[side]
+            if not row.get("available"):
+                lines.append(f"| {layer} | {label} | – | – | not measured: {row['reason']} | | | | |")
+                continue
+            typing = row["typing"]
+            lines.append(
+                f"| {layer} | {label} | {row['clients']} | {row['events_sent']} | "
+                f"{_pair(row['broadcast_to_last_receiver'])} | {_pair(row.get('post_to_last_receiver'))} | "
+                f"{row['events_missed_by_some']} | {typing['offered_per_second']} | "
+                f"{typing['received_per_second_median']}, {typing['received_per_second_slowest']} |"
+            )
+        if sides["ours"].get("available"):
+            ours_p99 = sides["ours"]["broadcast_to_last_receiver"]["p99_ms"]
+            relay_p99 = sides["relay"]["broadcast_to_last_receiver"]["p99_ms"]
+            notes.append(f"- {layer}: our last-receiver p99 at {_ratio(ours_p99, relay_p99)} the relay's")
+    return lines + (["", *notes] if notes else [])
+
+
+def machine_table(machine, burst):
+    ingest = machine["ingest"]
+    lines = [
+        "| run | updates (distinct) | ingest/s | ingest p50 / p99 ms | replies queued / sent | doubled | "
+        "out of order | drain/s | s until all sent |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| 2 daphne + 2 workers, rate limit raised | {machine['updates']} ({machine['distinct_updates']}) | "
+        f"{ingest['per_second']} | {_pair(ingest)} | "
+        f"{machine['replies_queued']} / {machine['outbox'].get('sent', 0)} | "
+        f"{machine['replies_doubled']} | {machine['order_violations']} | {machine['drain_per_second']} | "
+        f"{machine['seconds_until_all_sent']} |",
+        f"| {burst['customers']} new customers at once, 1 daphne + 1 worker, default limits | {burst['customers']} | "
+        f"{burst['ingest']['per_second']} | {_pair(burst['ingest'])} | {sum(burst['outbox'].values())} / "
+        f"{burst['outbox'].get('sent', 0)} | – | – | {burst['drain_per_second']} | {burst['seconds_until_all_sent']} |",
+    ]
+    stored = "yes" if machine["messages_stored"] == machine["ingest"]["distinct_accepted"] else "**NO**"
+    return [
+        *lines,
+        "",
+        f"- Whole machine: messages stored {machine['messages_stored']} for {machine['ingest']['distinct_accepted']} "
+        f"distinct updates answered 200 (equal: {stored}); outbox {machine['outbox']}.",
+        f"- First contact: the {burst['customers']} automatic replies were all sent "
+        f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall).",
+    ]
+
+
+def datascale_table(result):
+    lines = [
+        f"{result['tickets']:,} tickets, {result['messages']:,} messages (generated in {result['generated_s']} s).",
+        "",
+        "| page | ms (median of 3, or 1 if over 1 s) | queries | slowest query ms |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for page, row in result["pages"].items():
+        lines.append(f"| {page} | {row['ms']} | {row['queries']} | {row.get('slowest_query_ms', row['ms'])} |")
+    return lines
+
+
+def plans(result):
+    lines = []
+    for page, row in result["pages"].items():
+        lines += [f"#### {page}", "", "```", row["plan"], "```", ""]
+    return lines
+
+
+def render(results, header):
+    lines = [*header, ""]
+    sections = [
+        ("webhook", "Webhook (10% duplicates, 32 keep-alive connections) and PostgreSQL connections", webhook_table),
+        ("fanout", "Fan-out (one ticket, clients over two daphne processes)", fanout_table),
+        ("datascale", "Data scale", datascale_table),
+    ]
+    for key, title, table in sections:
+        if key in results:
+            lines += [f"### {title}", "", *table(results[key]), ""]
+        if key == "fanout" and "machine" in results:
+            lines += ["### Whole machine", "", *machine_table(results["machine"], results["first_contact"]), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_doc(results_text, plans_text, doc=DOC):
+    """Replace the text between each pair of markers in ``doc``."""
+    text = doc.read_text()
+    for (start, end), body in ((RESULTS, results_text), (PLANS, plans_text)):
+        before, _, rest = text.partition(start)
+        _, _, after = rest.partition(end)
+        text = f"{before}{start}\n{body}{end}{after}"
+    doc.write_text(text)

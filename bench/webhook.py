@@ -1,0 +1,122 @@
+"""Workload 1 (webhook) and 4 (connections): the product's webhook against the bare INSERT view, on the
+same server process, under daphne and under uvicorn."""
+
+import json
+import subprocess
+import sys
+import time
+
+from .stack import BASE_DIR, WEBHOOK_SECRET, ConnectionSampler
+from .traffic import distinct_update_ids, stream_from
+
+POOL_MAX_SIZE = 10
+
+
+def run_load(mode, spec, env=None):
+    """Run the load generator process; its progress goes to our stderr, its result comes back as JSON."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.load", mode, json.dumps(spec)],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        check=True,
+        timeout=spec.get("deadline_s", 300) + 60,
+    )
+    return json.loads(result.stdout)
+
+
+def count_rows(stack):
+    (messages, claims) = stack.sql(
+        "SELECT (SELECT count(*) FROM tickets_message WHERE direction = 'in'), "
+        "(SELECT count(*) FROM bots_telegramupdate WHERE kind <> 'bench')"
+    )[0]
+    return messages, claims
+
+
+def webhook_spec(server, path, *, count, duplicates, seed, first_update_id, label, concurrency=32, customers=300):
+    stream = {"kind": "webhook", "count": count, "customers": customers, "duplicate_share": duplicates}
+    stream |= {"seed": seed, "first_update_id": first_update_id}
+    return load_spec([f"{server.url}{path}"], stream, label=label, concurrency=concurrency)
+
+
+def load_spec(targets, stream, *, label, concurrency, deadline_s=240):
+    return {
+        "targets": targets,
+        "stream": stream,
+        "secret": WEBHOOK_SECRET,
+        "concurrency": concurrency,
+        "deadline_s": deadline_s,
+        "label": label,
+    }
+
+
+def measure(stack, server, spec):
+    """One load against ``server``: the load's summary plus the server's CPU and PostgreSQL connections."""
+    cpu_before = server.cpu_seconds()
+    with ConnectionSampler(stack) as sampler:
+        summary = run_load("webhook", spec)
+    cpu = server.cpu_seconds() - cpu_before
+    time.sleep(2)  # idle: the pool gives back what it does not keep
+    summary["server_cpu_s"] = round(cpu, 2)
+    summary["cpu_ms_per_request"] = round(cpu * 1000 / summary["requests"], 2) if summary["requests"] else None
+    summary["cores_used"] = round(cpu / summary["seconds"], 2) if summary["seconds"] else None
+    summary["pg_connections_max"] = max(sampler.samples, default=0)
+    summary["pg_connections_after"] = sampler.count_now()
+    return summary
+
+
+def run(stack, *, counts, progress):
+    """``counts``: {server kind: requests per endpoint}."""
+    results = {}
+    for number, (kind, count) in enumerate(counts.items()):
+        stack.reset_data()
+        progress(f"webhook: starting {kind}")
+        server = stack.start_server(kind, DATABASE_POOL_MAX_SIZE=POOL_MAX_SIZE)
+        base = (number + 1) * 10_000_000
+        # Warm-up: the bot's Application initialises, the pool fills, code paths load.
+        warmup = webhook_spec(
+            server,
+            "/telegram/webhook/",
+            count=min(200, count // 5),
+            duplicates=0,
+            seed=1,
+            first_update_id=base,
+            label=f"{kind} warm-up",
+            customers=50,
+        )
+        run_load("webhook", warmup)
+        run_load("webhook", {**warmup, "targets": [f"{server.url}/bench/insert/"], "label": f"{kind} bare warm-up"})
+
+        messages_before, claims_before = count_rows(stack)
+        ours_spec = webhook_spec(
+            server,
+            "/telegram/webhook/",
+            count=count,
+            duplicates=0.1,
+            seed=number + 2,
+            first_update_id=base + 1_000_000,
+            label=f"{kind} webhook",
+        )
+        progress(f"webhook: {count} updates (10% duplicates) at 32 connections to {kind}")
+        ours = measure(stack, server, ours_spec)
+        messages_after, claims_after = count_rows(stack)
+        ours["distinct_updates"] = len(distinct_update_ids(stream_from(ours_spec["stream"])))
+        # Under a deadline some updates may not have been sent, and a 5xx stores nothing (G3): the updates
+        # that must be stored are those answered 2xx.
+        ours["messages_stored"] = messages_after - messages_before
+        ours["claims_stored"] = claims_after - claims_before
+
+        bare_spec = webhook_spec(
+            server,
+            "/bench/insert/",
+            count=count,
+            duplicates=0,
+            seed=number + 2,
+            first_update_id=base + 2_000_000,
+            label=f"{kind} bare view",
+        )
+        progress(f"webhook: {count} requests at 32 connections to the bare INSERT view on {kind}")
+        bare = measure(stack, server, bare_spec)
+        stack.stop(server)
+        results[kind] = {"ours": ours, "bare": bare, "pool_max_size": POOL_MAX_SIZE}
+    return results
