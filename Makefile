@@ -18,8 +18,12 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
-# The Procfile's processes find the virtualenv's python first on PATH. Without TELEGRAM_BOT_TOKEN
-# the Telegram sandbox runs beside them (Procfile.sandbox).
+# One process serves the site on WEB_PORT and runs the task worker and the outbox sweep itself
+# (SUPPORTSITE_SINGLE_PROCESS), so the replies' delivery ticks reach the desk through the in-memory
+# channel layer. The Procfile's processes find the virtualenv's python first on PATH. Without
+# TELEGRAM_BOT_TOKEN the Telegram sandbox runs beside it (Procfile.sandbox).
+run: export SUPPORTSITE_SINGLE_PROCESS ?= 1
+run: export WEB_PORT ?= 8000
 run: install
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py create_demo_agent

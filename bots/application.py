@@ -6,8 +6,9 @@ two first requests arriving together would both run it (two getMe calls, two HTT
 initialisation is not kept, so the next caller tries again.
 
 The Application is a per-process resource bound to the event loop that initialised it: daphne's
-loop in a server process, and in a worker process the loop of ``BotLoop`` (sync code cannot share
-daphne's loop, and a new loop per call would orphan the bot's HTTP connections).
+loop in a server process, and in a worker the loop of ``BotLoop`` (sync code cannot share daphne's
+loop, and a new loop per call would orphan the bot's HTTP connections), which holds its own, so a
+server that runs the worker in itself has one of each.
 """
 
 import asyncio
@@ -81,10 +82,11 @@ class _ApplicationHolder:
     failed attempt is not kept, and the next caller starts a new one.
     """
 
-    def __init__(self):
+    def __init__(self, shut_down_with_daphne):
         self.application = None  # initialised and ready
         self.pending = None  # built, its initialisation failed: retried as is, so its HTTP clients are reused
         self.attempt = None  # the initialisation under way, shared by every caller waiting for it
+        self.shut_down_with_daphne = shut_down_with_daphne
 
     async def get(self):
         if self.application is not None:
@@ -105,7 +107,8 @@ class _ApplicationHolder:
             # PTB's message quotes the token; never let it reach a log, a response or the database.
             raise BotNotReady(TOKEN_REJECTED) from None
         self.application, self.pending = application, None
-        _shut_down_with_daphne()
+        if self.shut_down_with_daphne:
+            _shut_down_with_daphne()
         logger.info("Telegram bot application initialised as @%s.", application.bot.username)
         return application
 
@@ -121,7 +124,8 @@ class _ApplicationHolder:
             logger.info("Telegram bot application shut down.")
 
 
-_holder = _ApplicationHolder()
+# The Application of the process's own event loop (daphne's in a server).
+_holder = _ApplicationHolder(shut_down_with_daphne=True)
 
 
 def _shut_down_with_daphne():
@@ -155,6 +159,9 @@ class BotLoop:
 
     _lock = threading.Lock()
     _loop = None
+    # An Application of its own, bound to this loop: a server that runs the task worker in itself
+    # (SUPPORTSITE_WORKER_IN_SERVER) also has the webhook's, bound to daphne's loop.
+    _holder = _ApplicationHolder(shut_down_with_daphne=False)
 
     @classmethod
     def run(cls, coroutine_function, timeout):
@@ -170,7 +177,7 @@ class BotLoop:
         """Like ``run``, with the Application itself (to process an update) instead of its bot."""
 
         async def call():
-            return await coroutine_function(await get_application())
+            return await coroutine_function(await cls._holder.get())
 
         future = asyncio.run_coroutine_threadsafe(call(), cls._get_loop())
         try:
@@ -190,6 +197,6 @@ class BotLoop:
                 cls._loop = loop
         return cls._loop
 
-    @staticmethod
-    def _shut_down(loop):
-        asyncio.run_coroutine_threadsafe(shutdown_application(), loop).result(10)
+    @classmethod
+    def _shut_down(cls, loop):
+        asyncio.run_coroutine_threadsafe(cls._holder.shutdown(), loop).result(10)

@@ -119,9 +119,10 @@ class ChannelLayerCheck(Check):
 
 
 def _per_process(what):
-    """The embedded defaults work in one process only: degraded in development, a failure in production."""
+    """The embedded defaults work in one process only: degraded in development or in a deployment that says
+    it is one process (SUPPORTSITE_SINGLE_PROCESS), a failure in any other production."""
     detail = f"{what}: not shared between processes (set REDIS_URL)"
-    if settings.DEBUG:
+    if settings.DEBUG or settings.SINGLE_PROCESS:
         raise ServiceWarning(detail)
     raise ServiceUnavailable(detail)
 

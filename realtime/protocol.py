@@ -13,9 +13,8 @@ import json
 MAX_FRAME_BYTES = 64 * 1024
 
 # A typing indicator shows for this long after the last "start" unless a "stop" ends it sooner. Clients
-# refresh "start" every TYPING_REFRESH_SECONDS while the agent types, so one late refresh never blinks it.
+# refresh "start" every 3 s while the agent types, so one late refresh never blinks it.
 TYPING_EXPIRES_IN_SECONDS = 6
-TYPING_REFRESH_SECONDS = 3
 
 # Ids and seqs are PostgreSQL bigints.
 _MAX_ID = 2**63 - 1

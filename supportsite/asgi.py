@@ -16,6 +16,7 @@ from django.conf import settings  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 from .body_limit import BodySizeLimit, limit_daphne_request_bodies  # noqa: E402
+from .worker_in_server import WorkerInServer  # noqa: E402
 
 limit_daphne_request_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
@@ -26,3 +27,7 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+if settings.WORKER_IN_SERVER:
+    # One process does it all (SUPPORTSITE_SINGLE_PROCESS, `make run`): the worker's delivery ticks reach
+    # the sockets through this process's channel layer.
+    application = WorkerInServer(application)

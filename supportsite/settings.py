@@ -123,15 +123,17 @@ else:
     default_db = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": BASE_DIR / "db.sqlite3",
-        # IMMEDIATE transactions take the write lock up front, so concurrent writers queue on the
-        # busy timeout instead of failing with "database is locked" halfway through.
-        "OPTIONS": {
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        },
         # A file, not memory, so tests can share it with threads and server processes.
         "TEST": {"NAME": BASE_DIR / "test-db.sqlite3"},
+    }
+SQLITE = default_db["ENGINE"] == "django.db.backends.sqlite3"
+if SQLITE:
+    # IMMEDIATE transactions take the write lock up front, so concurrent writers queue on the
+    # busy timeout instead of failing with "database is locked" halfway through.
+    default_db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 DATABASES = {"default": default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -205,6 +207,31 @@ if REDIS_SENTINELS or REDIS_URLS:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- One process or many (G13) ---------------------------------------------------------------------
+# SQLite, the in-memory channel layer and the local-memory cache each belong to one process: server
+# processes and workers on them would not hear of each other's events or share Telegram's flood limits.
+# With DEBUG off they are refused unless the deployment says it is a single process, whose server then
+# runs the task worker and the outbox sweep itself (supportsite/worker_in_server.py), so the replies'
+# delivery ticks reach the sockets through the one in-memory layer. `make run` runs that way.
+SINGLE_PROCESS = env_bool("SUPPORTSITE_SINGLE_PROCESS", False)
+WORKER_IN_SERVER = env_bool("SUPPORTSITE_WORKER_IN_SERVER", SINGLE_PROCESS)
+if not DEBUG and not SINGLE_PROCESS:
+    per_process = [
+        *(["SQLite (set DATABASE_URL to a PostgreSQL database)"] if SQLITE else []),
+        *(
+            ["the in-memory channel layer and local-memory cache (set REDIS_URL or REDIS_SENTINELS)"]
+            if not (REDIS_URLS or REDIS_SENTINELS)
+            else []
+        ),
+    ]
+    if per_process:
+        raise ImproperlyConfigured(
+            f"DJANGO_DEBUG is off, and this would run on {' and on '.join(per_process)}: each process "
+            "would keep its own, so processes would not see each other's events. Set what is named, or "
+            "set SUPPORTSITE_SINGLE_PROCESS=1 if you run exactly one server process (it then runs the "
+            "task worker itself: start no worker beside it)."
+        )
 
 # --- The tickets' event history (G12) ---------------------------------------------------------------
 # Events older than this are pruned; a client resuming from before them reloads instead.
@@ -330,6 +357,9 @@ LOGGING = {
         # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # A worker in the server polls in short batches, each logging its start and end at INFO;
+        # `manage.py worker` sets its own level.
+        "django_tasks_db": {"level": "WARNING"},
     },
 }
 

@@ -260,7 +260,12 @@ def server_environment(token, sandbox_url, **overrides):
         "TELEGRAM_API_URL": sandbox_url,
         "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "PYTHONUNBUFFERED": "1",
+        # The tests start the workers they want; no server runs one of its own.
+        "SUPPORTSITE_WORKER_IN_SERVER": "0",
     }
+    if connection.vendor != "postgresql" or not settings.REDIS_URL:
+        # On the embedded defaults production settings refuse SQLite and the in-memory layer.
+        env["SUPPORTSITE_SINGLE_PROCESS"] = "1"
     env.update({name: str(value) for name, value in overrides.items()})
     return env
 

@@ -107,10 +107,14 @@ def events_after(ticket_id, seq):
     None when some of them are no longer stored (older than the history's retention): the client must
     reload instead. An empty list means the client is up to date.
     """
+    # The ticket's seq first: every event up to it is committed, so the events read next must include
+    # them all unless they were pruned (read the other way round, an event committed in between would
+    # look pruned).
+    last_seq = Ticket.objects.filter(pk=ticket_id).values_list("last_seq", flat=True).first() or 0
     events = list(TicketEvent.objects.filter(ticket_id=ticket_id, seq__gt=seq).order_by("seq"))
     if any(event.seq != seq + offset for offset, event in enumerate(events, start=1)):
         return None
-    if not events and Ticket.objects.filter(pk=ticket_id, last_seq__gt=seq).exists():
+    if len(events) < last_seq - seq:
         return None
     return events
 

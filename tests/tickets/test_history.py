@@ -167,3 +167,32 @@ def test_events_after_replays_in_order_and_says_when_history_was_pruned(db, agen
     TicketEvent.objects.filter(ticket=ticket).delete()
     assert events_after(ticket.pk, 4) is None
     assert events_after(ticket.pk, 5) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_after_never_takes_a_ticket_being_written_to_for_pruned_history(agent):
+    """A writer commits new events while a reader asks for the events after the latest seq it saw."""
+    ticket = inbound().ticket
+    writing = threading.Event()
+    writing.set()
+
+    def write():
+        try:
+            while writing.is_set():
+                services.assign_ticket(ticket, None if ticket.assignee_id else agent, acting_user=agent)
+                ticket.refresh_from_db()
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        answers = []
+        for _ in range(300):
+            seen = ticket.last_seq if not answers else answers[-1]
+            replay = events_after(ticket.pk, seen)
+            answers.append(replay[-1].seq if replay else seen)
+            assert replay is not None, f"events after {seen} reported as pruned"
+    finally:
+        writing.clear()
+        writer.join()
