@@ -155,7 +155,11 @@ async def shutdown_application():
 
 
 class BotLoop:
-    """An event loop in a daemon thread, for calling the bot from sync code (the task worker)."""
+    """An event loop in a daemon thread, for calling the bot from sync code (the task worker).
+
+    The worker's one event loop: its task threads also send their held broadcasts here (``call``), so
+    the process keeps one loop and one set of Redis connections instead of a new one per task.
+    """
 
     _lock = threading.Lock()
     _loop = None
@@ -179,7 +183,12 @@ class BotLoop:
         async def call():
             return await coroutine_function(await cls._holder.get())
 
-        future = asyncio.run_coroutine_threadsafe(call(), cls._get_loop())
+        return cls.call(call, timeout)
+
+    @classmethod
+    def call(cls, coroutine_function, timeout):
+        """Run ``await coroutine_function()`` on the loop and return its result; cancelled after ``timeout``."""
+        future = asyncio.run_coroutine_threadsafe(coroutine_function(), cls._get_loop())
         try:
             return future.result(timeout)
         except TimeoutError:

@@ -241,6 +241,9 @@ TICKET_REOPEN_DAYS = env_number("TICKET_REOPEN_DAYS", 7, float)
 
 # --- Background tasks (the reply outbox) --------------------------------------------------------
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# Tasks one `manage.py worker` process runs at once, each on a thread with a database connection of its own
+# (a delivery mostly waits on PostgreSQL and Telegram); keep it below DATABASE_POOL_MAX_SIZE.
+WORKER_THREADS = env_number("WORKER_THREADS", 4)
 
 # --- Housekeeping (ops.housekeeping: run by the workers every HOUSEKEEPING_INTERVAL_SECONDS) ------
 # Claims of processed updates (bots.TelegramUpdate): Telegram redelivers for 24 hours, and numbers
