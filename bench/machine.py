@@ -1,5 +1,6 @@
 """Workload 3 (whole machine): two daphne processes and two workers, every update answered by an automatic
-reply through the outbox; and, at the default limits, 300 new customers at once with one worker."""
+reply through the outbox; and, at the default limits, 300 new customers at once with one worker, and their
+300 replies queued before one worker starts (its own pace, without the webhook's)."""
 
 import time
 
@@ -117,21 +118,27 @@ def whole_machine(stack, *, customers, per_customer, progress):
     }
 
 
+def _first_contact(stack, customers, first_user_id, label):
+    """Reset, then ``customers`` new customers write at once to one daphne (started here, returned)."""
+    stack.reset_data()
+    SandboxClient(stack.sandbox.url, BOT_TOKEN).reset()
+    register_chats(stack, [first_user_id + number for number in range(customers)])
+    server = stack.start_server("daphne", name=f"daphne-{label}")
+    stream = {"kind": "conversation", "customers": customers, "per_customer": 1, "duplicate_share": 0}
+    stream |= {"seed": 12, "first_update_id": 60_000_000, "first_user_id": first_user_id}
+    return server, load_spec([f"{server.url}/telegram/webhook/"], stream, label=label, concurrency=40)
+
+
 def first_contact_burst(stack, *, customers, progress, recording=None, worker_env=None):
     """``customers`` new customers write at once; one worker at Telegram's default limits sends the automatic
     replies. With ``recording`` (a profiling.Recording factory), the worker is sampled meanwhile."""
-    stack.reset_data()
-    SandboxClient(stack.sandbox.url, BOT_TOKEN).reset()
-    first_user_id = FIRST_USER_ID + 200_000_000
-    register_chats(stack, [first_user_id + number for number in range(customers)])
-    server = stack.start_server("daphne", name="daphne-burst")
+    server, spec = _first_contact(stack, customers, FIRST_USER_ID + 200_000_000, "burst")
     worker = stack.start_worker(name="worker-burst", **(worker_env or {}))
-    stream = {"kind": "conversation", "customers": customers, "per_customer": 1, "duplicate_share": 0}
-    stream |= {"seed": 12, "first_update_id": 60_000_000, "first_user_id": first_user_id}
     progress(f"first contact: {customers} new customers at once, one worker, default Telegram limits")
     profile = recording(worker).start() if recording else None
     started = time.monotonic()
-    ingest = run_load("webhook", load_spec([f"{server.url}/telegram/webhook/"], stream, label="burst", concurrency=40))
+    ingest = run_load("webhook", spec)
+    sent_by_ingest_end = outbox_state(stack).get("sent", 0)
     _waited, state = wait_for_replies(stack, sum(outbox_state(stack).values()), 120, progress, "first contact")
     total_s = time.monotonic() - started
     collapsed = profile.stop() if profile else None
@@ -141,8 +148,35 @@ def first_contact_burst(stack, *, customers, progress, recording=None, worker_en
         "customers": customers,
         "ingest": ingest,
         "outbox": state,
+        "replies_sent_when_ingest_ended": sent_by_ingest_end,
+        "replies_doubled": len(calls) - state.get("sent", 0),
         "seconds_until_all_sent": round(total_s, 1),
         "replies_per_second": round(state.get("sent", 0) / total_s, 1),
         "drain_per_second": sent_rate(calls),
         "collapsed": collapsed,
+    }
+
+
+def queued_backlog(stack, *, customers, progress):
+    """The first contact's ``customers`` replies queued while no worker runs; then one worker starts at
+    Telegram's default limits: the worker's own pace, whatever the webhook's."""
+    server, spec = _first_contact(stack, customers, FIRST_USER_ID + 300_000_000, "backlog")
+    progress(f"backlog: {customers} new customers' replies queued with no worker running")
+    ingest = run_load("webhook", spec)
+    stack.stop(server)
+    queued = sum(outbox_state(stack).values())
+    progress(f"backlog: one worker starts on {queued} queued replies, default Telegram limits")
+    worker = stack.start_worker(name="worker-backlog")
+    started = time.monotonic()
+    _waited, state = wait_for_replies(stack, queued, 120, progress, "backlog")
+    total_s = time.monotonic() - started
+    calls = sent_calls(stack)
+    stack.stop(worker)
+    return {
+        "customers": customers,
+        "ingest": ingest,
+        "outbox": state,
+        "replies_doubled": len(calls) - state.get("sent", 0),
+        "seconds_until_all_sent": round(total_s, 1),
+        "drain_per_second": sent_rate(calls),
     }

@@ -97,7 +97,7 @@ def fanout_table(results):
     return lines + (["", *notes] if notes else [])
 
 
-def machine_table(machine, burst):
+def machine_table(machine, burst, backlog):
     ingest = machine["ingest"]
     lines = [
         "| run | updates (distinct) | ingest/s | ingest p50 / p99 ms | replies queued / sent | doubled | "
@@ -110,7 +110,11 @@ def machine_table(machine, burst):
         f"{machine['seconds_until_all_sent']} |",
         f"| {burst['customers']} new customers at once, 1 daphne + 1 worker, default limits | {burst['customers']} | "
         f"{burst['ingest']['per_second']} | {_pair(burst['ingest'])} | {sum(burst['outbox'].values())} / "
-        f"{burst['outbox'].get('sent', 0)} | – | – | {burst['drain_per_second']} | {burst['seconds_until_all_sent']} |",
+        f"{burst['outbox'].get('sent', 0)} | {burst['replies_doubled']} | – | {burst['drain_per_second']} | "
+        f"{burst['seconds_until_all_sent']} |",
+        f"| {backlog['customers']} first replies queued, then 1 worker starts, default limits | "
+        f"{backlog['customers']} | – | – | {sum(backlog['outbox'].values())} / {backlog['outbox'].get('sent', 0)} | "
+        f"{backlog['replies_doubled']} | – | {backlog['drain_per_second']} | {backlog['seconds_until_all_sent']} |",
     ]
     stored = "yes" if machine["messages_stored"] == machine["ingest"]["distinct_accepted"] else "**NO**"
     return [
@@ -119,7 +123,11 @@ def machine_table(machine, burst):
         f"- Whole machine: messages stored {machine['messages_stored']} for {machine['ingest']['distinct_accepted']} "
         f"distinct updates answered 200 (equal: {stored}); outbox {machine['outbox']}.",
         f"- First contact: the {burst['customers']} automatic replies were all sent "
-        f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall).",
+        f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall; "
+        f"{burst['replies_sent_when_ingest_ended']} sent when the last POST was answered).",
+        f"- Backlog: one worker sent the {backlog['customers']} queued replies {backlog['seconds_until_all_sent']} s "
+        f"after it was up, at {backlog['drain_per_second']}/s from its first send to "
+        "its last; Telegram allows a bot ~30/s (TELEGRAM_GLOBAL_MESSAGES_PER_SECOND).",
     ]
 
 
@@ -153,7 +161,8 @@ def render(results, header):
         if key in results:
             lines += [f"### {title}", "", *table(results[key]), ""]
         if key == "fanout" and "machine" in results:
-            lines += ["### Whole machine", "", *machine_table(results["machine"], results["first_contact"]), ""]
+            machine = machine_table(results["machine"], results["first_contact"], results["backlog"])
+            lines += ["### Whole machine", "", *machine, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

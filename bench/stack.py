@@ -183,8 +183,12 @@ class Stack:
         return process
 
     def start_worker(self, name=None, **env):
+        """``manage.py worker``; returns once it has beaten (it is up), so its start-up is no workload's."""
         args = [sys.executable, "manage.py", "worker", "--interval", "0.1", "--no-startup-delay"]
-        return self.spawn(name or f"worker-{len(self.processes)}", args, self.env(**env))
+        process = self.spawn(name or f"worker-{len(self.processes)}", args, self.env(**env))
+        beaten = "SELECT count(*) FROM ops_workerheartbeat WHERE pid = %s"
+        wait_for(lambda: self._alive(process) and self.sql(beaten, [process.popen.pid])[0][0], 30, f"{process.name}")
+        return process
 
     def _alive(self, process):
         if process.popen.poll() is not None:
