@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Subquery
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -65,26 +65,41 @@ def claim_delivery(message_id, lease: timedelta):
     """Start a delivery attempt if the reply is its chat's head and due; returns the message or None.
 
     The attempt holds the reply until ``delivery_due_at`` (its lease); the claim is one conditional UPDATE
-    (still queued and due), so of two tasks for the same reply only one sends it. A head the chat's
-    interval holds back is postponed to the end of it, by a task scheduled for then, not by waiting here.
+    (still queued, due, and the head of its chat), so of two tasks for the same reply only one sends it. A
+    head the chat's interval holds back is postponed to the end of it, by a task scheduled for then, not by
+    waiting here.
     """
     now = timezone.now()
     with transaction.atomic():
-        customer = _lock_chat(message_id)
-        head = chat_queue(customer.pk).first() if customer is not None else None
-        if head is None or head.pk != message_id:
-            return None  # sent or failed already, or waiting for an earlier reply (which wakes it)
+        # The reply with its ticket and customer, the customer locked (their chat's queue) in the same query.
+        message = (
+            Message.objects.select_related("ticket__customer")
+            .select_for_update(of=("ticket__customer",), no_key=True)
+            .filter(pk=message_id, delivery_status=Message.DeliveryStatus.QUEUED)
+            .first()
+        )
+        if message is None:
+            return None  # sent or failed already
+        customer = message.ticket.customer
         interval = timedelta(seconds=settings.TELEGRAM_CHAT_INTERVAL_SECONDS)
         if customer.last_reply_sent_at is not None and customer.last_reply_sent_at + interval > now:
-            _make_due_at(head, customer.last_reply_sent_at + interval, now)
+            head = chat_queue(customer.pk).first()
+            if head is not None and head.pk == message_id:
+                _make_due_at(head, customer.last_reply_sent_at + interval, now)
             return None
         lease_until = now + lease
-        claimed = _due(Message.objects.filter(pk=message_id), now).update(
-            delivery_due_at=lease_until, delivery_attempts=F("delivery_attempts") + 1
+        # Every change to a queued reply moves delivery_due_at, so an unchanged one says the row read above is
+        # the one claimed (a retry scheduled meanwhile, say, is its own task's to run).
+        unchanged = Message.objects.filter(pk=message_id, delivery_due_at=message.delivery_due_at)
+        claimed = (
+            _due(unchanged, now)
+            .filter(pk=Subquery(chat_queue(customer.pk).values("pk")[:1]))
+            .update(delivery_due_at=lease_until, delivery_attempts=F("delivery_attempts") + 1)
         )
         if not claimed:
-            return None  # another attempt holds it, or it waits for a retry (by a task of its own)
-        return Message.objects.select_related("ticket__customer").get(pk=message_id, delivery_due_at=lease_until)
+            return None  # waiting for an earlier reply (which wakes it), held by another attempt, or not due
+        message.delivery_due_at, message.delivery_attempts = lease_until, message.delivery_attempts + 1
+        return message
 
 
 def _make_due_at(message, due_at: datetime, now):

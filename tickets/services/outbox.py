@@ -27,25 +27,23 @@ def delivery_changed(message):
 def mark_delivered(message, telegram_message_id, *, lease_until):
     """The reply reached Telegram as ``telegram_message_id``. False if the attempt had lost its lease.
 
-    Notes the time on the customer: their chat's next reply is spaced from it (bots.outbox).
+    Notes the time on the customer either way (they did receive a message now): their chat's next reply is
+    spaced from it (bots.outbox). That UPDATE is also the customer's row lock, taken first as always.
     """
-    with transaction.atomic():
-        customer = lock_customer(message.ticket.customer_id)
-        recorded = _record_outcome(
+    with transaction.atomic(savepoint=False):
+        Customer.objects.filter(pk=message.ticket.customer_id).update(last_reply_sent_at=timezone.now())
+        return _record_outcome(
             message,
             lease_until,
             delivery_status=Message.DeliveryStatus.SENT,
             telegram_message_id=telegram_message_id,
             delivery_error="",
         )
-        if recorded:
-            Customer.objects.filter(pk=customer.pk).update(last_reply_sent_at=timezone.now())
-    return recorded
 
 
 def mark_delivery_failed(message, error, *, lease_until):
     """The reply will not reach Telegram, for the reason ``error``. False if the attempt had lost its lease."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         lock_customer(message.ticket.customer_id)
         return _record_outcome(
             message, lease_until, delivery_status=Message.DeliveryStatus.FAILED, delivery_error=error
@@ -82,7 +80,7 @@ def mark_delivery_retrying(message, error, *, lease_until, retry_at, transient):
     first_failure = transient and message.delivery_failing_since is None
     if first_failure:
         fields["delivery_failing_since"] = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         ticket = lock_ticket(message.ticket_id) if first_failure else None
         if not _update_if_held(message, lease_until, **fields):
             return False
