@@ -50,6 +50,39 @@ def test_replies_to_one_chat_arrive_in_queue_order_a_second_apart_without_delayi
     assert DBTaskResult.objects.count() <= 2 * len(replies) + 1
 
 
+def test_two_workers_of_four_threads_send_every_chats_replies_once_each_in_queue_order(bot, start_worker, agent):
+    """Eight tasks at a time over two processes, every reply of 20 chats due at once (no interval between a
+    chat's replies), Telegram answering a little late so sends overlap: each chat still gets its replies one
+    at a time, in the order they were queued, each once, although most replies have two tasks (their own
+    and the wake-up their predecessor's settling enqueues)."""
+    chat_ids = range(1100, 1120)
+    tickets = {chat_id: customer_ticket(bot, chat_id) for chat_id in chat_ids}
+    texts = [f"part {number}" for number in range(1, 6)]
+    replies = [reply_in(ticket, agent, text) for ticket in tickets.values() for text in texts]
+    bot.add_fault("sendMessage", delay=0.05, times=None)
+    concurrent = {"WORKER_THREADS": 4, "TELEGRAM_CHAT_INTERVAL_SECONDS": 0}
+
+    start_worker(bot.token, **concurrent)
+    start_worker(bot.token, **concurrent)
+    wait_until(
+        lambda: Message.objects.filter(pk__in=[reply.pk for reply in replies], delivery_status="sent").count() == 100,
+        timeout=120,
+        message="every reply to be sent",
+        interval=0.5,
+    )
+    wait_until(no_task_pending, message="the workers to go idle")
+
+    for chat_id in chat_ids:
+        assert [message["text"] for message in bot.chat(chat_id) if message["from"]["is_bot"]] == texts
+    assert len(sends(bot)) == len(replies)  # no attempt at all beyond the one that sent each
+    assert DBTaskResult.objects.count() > len(replies)  # wake-ups raced the replies' own tasks
+    for ticket in tickets.values():
+        sent = ticket.messages.filter(direction="out").order_by("outbox_seq")
+        assert list(sent.values_list("text", flat=True)) == texts
+        telegram_ids = list(sent.values_list("telegram_message_id", flat=True))
+        assert telegram_ids == sorted(telegram_ids)
+
+
 @pytest.mark.needs_postgres
 def test_a_reply_queued_while_the_one_before_it_is_being_settled_is_still_sent(bot, start_worker, agent):
     """No lost wake-up: the settling transaction looks for the chat's next reply before the new one exists,
