@@ -167,9 +167,9 @@ def queued_backlog(stack, *, customers, progress):
     queued = sum(outbox_state(stack).values())
     progress(f"backlog: one worker starts on {queued} queued replies, default Telegram limits")
     worker = stack.start_worker(name="worker-backlog")
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), worker.cpu_seconds()
     _waited, state = wait_for_replies(stack, queued, 120, progress, "backlog")
-    total_s = time.monotonic() - started
+    total_s, cpu = time.monotonic() - started, worker.cpu_seconds() - cpu_before
     calls = sent_calls(stack)
     stack.stop(worker)
     return {
@@ -177,6 +177,7 @@ def queued_backlog(stack, *, customers, progress):
         "ingest": ingest,
         "outbox": state,
         "replies_doubled": len(calls) - state.get("sent", 0),
+        "worker_cpu_ms_per_reply": round(cpu * 1000 / state["sent"], 2) if state.get("sent") else None,
         "seconds_until_all_sent": round(total_s, 1),
         "drain_per_second": sent_rate(calls),
     }

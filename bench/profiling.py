@@ -64,7 +64,7 @@ def function_of(frame):
 
 def summarize_collapsed(text, *, requests=None, thread=None, top=30):
     """The profile as text: samples, threads seen (by name, numbers folded), and the functions by inclusive
-    and by self share — of every thread, or of the threads named ``thread`` only."""
+    and by self share — of every thread, or of the threads whose name matches the pattern ``thread`` only."""
     total, threads, pools = 0, set(), set()
     names = {}
     inclusive, own = Counter(), Counter()
@@ -75,7 +75,7 @@ def summarize_collapsed(text, *, requests=None, thread=None, top=30):
             names.setdefault(re.sub(r"\d+", "N", name), set()).add(match.group(1))
             if pool := EXECUTOR_THREAD.search(name):
                 pools.add(int(pool.group(1)))
-            if thread is not None and name != thread:
+            if thread is not None and not re.fullmatch(thread, name):
                 continue
         calls = [function_of(frame) for frame in frames if not THREAD_FRAME.match(frame) and " (" in frame]
         if not calls:
@@ -235,8 +235,8 @@ def profile_worker(stack, *, name, progress):
         "## Database round trips of the worker per reply sent (libpq protocol trace, polling included)",
         f"{trips['round_trips'] / sent:.2f} round trips, statements per reply: {per_reply}",
         "",
-        "## Samples of the worker's main thread (runs the tasks; wall clock)",
-        summarize_collapsed(burst.pop("collapsed"), thread="MainThread"),
+        "## Samples of the worker's task threads (task-N, each a task at a time; wall clock, threads added up)",
+        summarize_collapsed(burst.pop("collapsed"), thread=r"task-\d+"),
     ]
     output = Path(__file__).with_name("profiles") / f"{name}.txt"
     output.write_text("\n".join(text))

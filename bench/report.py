@@ -127,7 +127,8 @@ def machine_table(machine, burst, backlog):
         f"{burst['replies_sent_when_ingest_ended']} sent when the last POST was answered).",
         f"- Backlog: one worker sent the {backlog['customers']} queued replies {backlog['seconds_until_all_sent']} s "
         f"after it was up, at {backlog['drain_per_second']}/s from its first send to "
-        "its last; Telegram allows a bot ~30/s (TELEGRAM_GLOBAL_MESSAGES_PER_SECOND).",
+        f"its last, using {backlog['worker_cpu_ms_per_reply']} ms of CPU per reply; Telegram allows a bot ~30/s "
+        "(TELEGRAM_GLOBAL_MESSAGES_PER_SECOND).",
     ]
 
 

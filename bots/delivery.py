@@ -33,6 +33,7 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, Re
 from tickets.services import CAPTIONLESS_ATTACHMENTS, SENDABLE_ATTACHMENTS
 
 from .application import TOKEN_REJECTED, BotLoop, BotNotReady, get_application
+from .flood_limit import reserve_send_slot
 from .outbox import claim_delivery, record_failed, record_sent, schedule_delivery_retry
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def deliver(message_id):
     if wait > lease / 4:
         _retry(message, wait, "Waiting for a free place within Telegram's overall rate limit.", transient=False)
         return
-    time.sleep(wait)  # at most about (workers / TELEGRAM_GLOBAL_MESSAGES_PER_SECOND) seconds
+    time.sleep(wait)  # at most about (threads in all workers) / TELEGRAM_GLOBAL_MESSAGES_PER_SECOND seconds
     chat_id = message.ticket.customer.telegram_user_id
     try:
         # Half the lease: an abandoned call is cancelled well before another attempt may take the reply.
@@ -124,26 +125,6 @@ def _span(seconds):
         if seconds >= size:
             return f"{seconds / size:.3g} {unit}"
     return f"{seconds:.3g} s"
-
-
-def reserve_send_slot(now=None):
-    """Seconds to wait before this send so that all workers together stay within Telegram's overall limit.
-
-    Each send takes a place in the first second that still has one among its
-    TELEGRAM_GLOBAL_MESSAGES_PER_SECOND; the counters live in the cache (Redis in production), shared by
-    every worker. A worker holds one place at a time, so the wait is at most about workers / limit seconds.
-    """
-    now = time.time() if now is None else now
-    second = int(now)
-    while True:
-        key = f"telegram:sends-in:{second}"
-        cache.add(key, 0, timeout=second - int(now) + 10)
-        try:
-            if cache.incr(key) <= settings.TELEGRAM_GLOBAL_MESSAGES_PER_SECOND:
-                return max(0.0, second - now)
-        except ValueError:
-            continue  # the counter expired between add and incr: take it again
-        second += 1
 
 
 async def show_agent_typing(sender, chat_id, **kwargs):

@@ -2,14 +2,16 @@
 
 import asyncio
 import contextlib
-import random
+import time
 
 import httpx
 import pytest
+from django.core.cache import cache
 from django_tasks_db.models import DBTaskResult
 
 from bots.application import shutdown_application
-from bots.delivery import reserve_send_slot, show_customer_typing
+from bots.delivery import show_customer_typing
+from bots.flood_limit import NEXT_SEND_KEY, reserve_send_slot
 from realtime.groups import ticket_group
 from tests.conftest import listen_to, next_event, wait_until
 from tests.tcp_proxy import TcpProxy
@@ -287,10 +289,14 @@ def test_only_agents_can_send_typing(bot, start_server, django_user_model):
     assert not bot.calls("sendChatAction")
 
 
-def test_sends_take_places_within_telegrams_overall_limit_in_the_first_second_that_has_one(settings):
-    settings.TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = 2
-    now = random.randint(10**9, 2 * 10**9) + 0.25  # a second no other test has counted in
+def test_sends_are_spaced_within_telegrams_overall_limit_in_the_order_they_ask(settings):
+    settings.TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = 4
+    now = time.time() + 10**6 + 0.25  # a moment after any other test's sends
+    try:
+        waits = [reserve_send_slot(now) for _ in range(5)]
+        later = reserve_send_slot(now + 10)
+    finally:
+        cache.delete(NEXT_SEND_KEY)
 
-    waits = [reserve_send_slot(now) for _ in range(5)]
-
-    assert waits == [0, 0, 0.75, 0.75, 1.75]
+    assert waits == [0, 0.25, 0.5, 0.75, 1.0]  # never two sends within a quarter of a second, at any moment
+    assert later == 0  # an idle spell is not saved up for a burst
