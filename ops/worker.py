@@ -2,19 +2,20 @@
 the health check and the housekeeping schedule (``manage.py worker``).
 
 A task mostly waits (a delivery on PostgreSQL and on Telegram), so a process runs ``threads`` tasks at a
-time, each thread polling the queue like django-tasks-db's worker (its claim is ``SELECT … FOR UPDATE SKIP
-LOCKED``: no two threads or processes take one task). Which reply may go out is not the worker's business:
-the outbox's rule (bots.outbox: a chat's head only, under the customer's row lock, with a lease) holds
-across threads as it does across processes.
+time. The threads take turns at polling the queue (TaskWorker), claiming tasks as django-tasks-db's worker
+does (``SELECT … FOR UPDATE SKIP LOCKED``: no two threads or processes take one task), and run each as it
+does (its signals and result row). Which reply may go out is not the worker's business: the outbox's rule
+(bots.outbox: a chat's head only, under the customer's row lock, with a lease) holds across threads as it
+does across processes.
 
 The events a task announces are held (realtime.broadcast.held_announcements) and sent when it is done, on
 the process's one event loop (the bot's, BotLoop); a broadcast through ``async_to_sync`` from a thread with
 no loop would start a thread, an event loop and Redis connections for each one.
 
-django-tasks-db's worker loop has no hook between polls, so a daemon thread beats every
-HEARTBEAT_SECONDS: it records that the process lives and, through the task_started / task_finished
-signals, since when every thread has been busy (a worker stuck in its tasks shows as busy for long, not as
-dead). Every beat also runs housekeeping if it is due (ops.housekeeping).
+A daemon thread beats every HEARTBEAT_SECONDS, however long the tasks take: it records that the process
+lives and, through the task_started / task_finished signals, since when every thread has been busy (a
+worker stuck in its tasks shows as busy for long, not as dead). Every beat also runs housekeeping if it is
+due (ops.housekeeping).
 
 SIGTERM (or SIGINT) stops the threads taking tasks; each finishes the one it runs, then the process exits.
 A second one exits at once, leaving the replies being sent to their lease (the outbox sweep re-drives them).
@@ -22,15 +23,19 @@ A second one exits at once, leaving the replies being sent to their lease (the o
 
 import logging
 import os
+import random
 import signal
 import socket
 import sys
 import threading
+import time
 
-from django.db import close_old_connections, connections
+from django.db import OperationalError, close_old_connections, connections
 from django.utils import timezone
 from django_tasks_db.compat import task_finished, task_started
 from django_tasks_db.management.commands.db_worker import Worker
+from django_tasks_db.models import DBTaskResult
+from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
 
 from bots.application import BotLoop
 from realtime.broadcast import BROADCAST_TIMEOUT_SECONDS, held_announcements, send_events
@@ -47,8 +52,8 @@ class Terminated(Exception):
     """Recorded as the outcome of a task its worker stopped in the middle of (a second SIGTERM)."""
 
 
-class TaskThread(Worker):
-    """django-tasks-db's worker loop on one thread of the process, its tasks' announcements held."""
+class TaskRunner(Worker):
+    """django-tasks-db's way of running one claimed task (its signals and result row), announcements held."""
 
     current_task = None
 
@@ -74,20 +79,32 @@ def send_held(events):
 
 
 class TaskWorker:
-    """``threads`` TaskThreads and the heartbeat; ``shutdown`` is the signal handler (see the module)."""
+    """``threads`` threads taking tasks from the queue, and the heartbeat; ``shutdown`` is the signal handler.
 
-    def __init__(self, *, threads, worker_id, **options):
-        self.worker_id = worker_id
-        self.workers = [TaskThread(worker_id=worker_id, **options) for _ in range(threads)]
-        self.heartbeat = Heartbeat(worker_id, threads=threads)
+    The threads poll in turn: the one holding the turn claims a task (then hands the turn on at once, since
+    more may be waiting) or, finding none, waits ``interval`` before the next poll. An idle process thus
+    polls once per interval like a single-threaded worker, and a busy one claims as fast as threads free up.
+    """
+
+    def __init__(self, *, threads, **options):
+        """``options`` are django-tasks-db's Worker's (queues, interval, batch, max_tasks, worker_id, …)."""
+        self.runners = [TaskRunner(**options) for _ in range(threads)]
+        self.config = self.runners[0]  # the options, as that Worker keeps them
+        self.heartbeat = Heartbeat(self.config.worker_id, threads=threads)
+        self.turn = threading.Lock()
+        self.stopping = threading.Event()
+        self.counted = threading.Lock()
+        self.tasks_run = 0
         self.crashed = False
 
     def run(self):
-        logger.info("Running %d task threads as worker %s.", len(self.workers), self.worker_id)
+        logger.info("Running %d task threads as worker %s.", len(self.runners), self.config.worker_id)
+        if self.config.startup_delay and self.config.interval:
+            time.sleep(random.random())  # so that workers started together do not poll in step
         self.heartbeat.start()
         threads = [
-            threading.Thread(target=self._run_thread, args=(worker,), name=f"task-{number}", daemon=True)
-            for number, worker in enumerate(self.workers)
+            threading.Thread(target=self._take_tasks, args=(runner,), name=f"task-{number}", daemon=True)
+            for number, runner in enumerate(self.runners)
         ]
         try:
             for thread in threads:
@@ -100,39 +117,72 @@ class TaskWorker:
         if self.crashed:
             sys.exit(1)
 
-    def _run_thread(self, worker):
+    def _take_tasks(self, runner):
         try:
-            worker.run()
+            while not self.stopping.is_set():
+                with self.turn:
+                    task = self._poll()
+                if task is not None:
+                    runner.run_task(task)
+                    self._count_one()
+                elif self.config.batch:
+                    return
         except Exception:
-            # As the single-threaded worker would, stop the process (its manager restarts it), gracefully.
+            # As a single-threaded worker would, stop the process (its manager restarts it), gracefully.
             logger.exception("A task thread failed; stopping the worker.")
             self.crashed = True
-            self.stop_taking_tasks()
+            self.stopping.set()
         finally:
             connections.close_all()
 
-    def stop_taking_tasks(self):
-        for worker in self.workers:
-            worker.running = False
+    def _poll(self):
+        """Claim the next ready task; or, if there is none, wait the interval (holding the turn) and say None."""
+        if self.stopping.is_set():
+            return None
+        close_old_connections()
+        tasks = DBTaskResult.objects.ready().filter(backend_name=self.config.backend_name)
+        if not self.config.process_all_queues:
+            tasks = tasks.filter(queue_name__in=self.config.queue_names)
+        if self.config.excluded_queue_names:
+            tasks = tasks.exclude(queue_name__in=self.config.excluded_queue_names)
+        task = None
+        try:
+            with exclusive_transaction(tasks.db):
+                task = tasks.get_locked()
+                if task is not None:
+                    task.claim(self.config.worker_id)  # RUNNING: no other worker takes it
+        except OperationalError as error:
+            if not is_locked_database_exception(error):
+                raise  # SQLite's busy database is worth another poll; anything else is not
+        if task is None and not self.config.batch:
+            self.stopping.wait(self.config.interval)
+        return task
+
+    def _count_one(self):
+        with self.counted:
+            self.tasks_run += 1
+            if self.config.max_tasks is not None and self.tasks_run >= self.config.max_tasks:
+                logger.info("Ran the maximum of %d tasks; stopping.", self.config.max_tasks)
+                self.stopping.set()
 
     def terminate(self):
         """Record the tasks being run as failed (so the sweep sees no live task, and re-drives their replies
         once their lease is over) and say goodbye, before the process exits without waiting for them."""
-        for worker in self.workers:
-            if (task := worker.current_task) is not None:
+        for runner in self.runners:
+            if (task := runner.current_task) is not None:
                 task.set_failed(Terminated("The worker was stopped during this task."))
         self.heartbeat.say_goodbye()
 
     def shutdown(self, signum, frame):
         name = signal.strsignal(signum)
-        if not all(worker.running for worker in self.workers):
+        if self.stopping.is_set():
             logger.warning("Received %s - terminating current task.", name)
             try:
                 self.terminate()
             finally:
                 os._exit(1)
         logger.warning("Received %s - shutting down gracefully... (press Ctrl+C again to force)", name)
-        self.stop_taking_tasks()
+        self.stopping.set()
 
 
 class Heartbeat:

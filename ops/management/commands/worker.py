@@ -22,8 +22,7 @@ class Command(db_worker.Command):
             "--threads",
             type=int,
             default=settings.WORKER_THREADS,
-            help="Tasks run at once by this process (default: WORKER_THREADS, %(default)s); "
-            "--batch and --max-tasks apply to each thread.",
+            help="Tasks run at once by this process (default: WORKER_THREADS, %(default)s).",
         )
 
     def handle(self, *, verbosity, queue_name, exclude_queues, reload, threads, batch, **options):
