@@ -157,19 +157,21 @@ def first_contact_burst(stack, *, customers, progress, recording=None, worker_en
     }
 
 
-def queued_backlog(stack, *, customers, progress):
+def queued_backlog(stack, *, customers, progress, recording=None, worker_env=None):
     """The first contact's ``customers`` replies queued while no worker runs; then one worker starts at
-    Telegram's default limits: the worker's own pace, whatever the webhook's."""
+    Telegram's default limits: the worker's own pace, whatever the webhook's. With ``recording``, as above."""
     server, spec = _first_contact(stack, customers, FIRST_USER_ID + 300_000_000, "backlog")
     progress(f"backlog: {customers} new customers' replies queued with no worker running")
     ingest = run_load("webhook", spec)
     stack.stop(server)
     queued = sum(outbox_state(stack).values())
     progress(f"backlog: one worker starts on {queued} queued replies, default Telegram limits")
-    worker = stack.start_worker(name="worker-backlog")
+    worker = stack.start_worker(name="worker-backlog", **(worker_env or {}))
+    profile = recording(worker).start() if recording else None
     started, cpu_before = time.monotonic(), worker.cpu_seconds()
     _waited, state = wait_for_replies(stack, queued, 120, progress, "backlog")
     total_s, cpu = time.monotonic() - started, worker.cpu_seconds() - cpu_before
+    collapsed = profile.stop() if profile else None
     calls = sent_calls(stack)
     stack.stop(worker)
     return {
@@ -180,4 +182,5 @@ def queued_backlog(stack, *, customers, progress):
         "worker_cpu_ms_per_reply": round(cpu * 1000 / state["sent"], 2) if state.get("sent") else None,
         "seconds_until_all_sent": round(total_s, 1),
         "drain_per_second": sent_rate(calls),
+        "collapsed": collapsed,
     }

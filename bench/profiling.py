@@ -212,33 +212,55 @@ def profile_webhook(stack, *, count, name, progress):
 
 
 def profile_worker(stack, *, name, progress):
-    """Sample the one worker of the first-contact burst (wall clock, idle included: where it waits), and count
-    its database round trips per reply sent."""
-    from .machine import first_contact_burst
+    """Sample the one worker of the first-contact burst (wall clock, idle included: where it waits), then the
+    same replies as a backlog the worker drains alone (its GIL: where its CPU goes); count its database round
+    trips per reply sent in each."""
+    from .machine import first_contact_burst, queued_backlog
 
-    def recording(worker):
-        return Recording(worker, stack.run_dir / f"{name}.collapsed", idle=True)
+    def recorder(label, idle):
+        return lambda worker: Recording(worker, stack.run_dir / f"{name}-{label}.collapsed", idle=idle)
 
-    trace_dir = stack.run_dir / "pg-trace-worker"
-    trace_dir.mkdir(exist_ok=True)
+    def traced(label):
+        trace_dir = stack.run_dir / f"pg-trace-{label}"
+        trace_dir.mkdir(exist_ok=True)
+        return trace_dir, {"BENCH_PG_TRACE_DIR": trace_dir}
+
+    def round_trips(trace_dir, sent):
+        trips = count_round_trips(_trace_tails(trace_dir, {}))
+        per_reply = ", ".join(f"{word} {number / sent:.2f}" for word, number in trips["statements"].items())
+        return f"{trips['round_trips'] / sent:.2f} round trips, statements per reply: {per_reply}"
+
+    burst_trace, burst_env = traced("burst")
     burst = first_contact_burst(
-        stack, customers=300, progress=progress, recording=recording, worker_env={"BENCH_PG_TRACE_DIR": trace_dir}
+        stack, customers=300, progress=progress, recording=recorder("burst", idle=True), worker_env=burst_env
     )
-    sent = burst["outbox"].get("sent", 0)
-    trips = count_round_trips(_trace_tails(trace_dir, {}))
-    per_reply = ", ".join(f"{word} {number / sent:.2f}" for word, number in trips["statements"].items())
+    backlog_trace, backlog_env = traced("backlog")
+    backlog = queued_backlog(
+        stack, customers=300, progress=progress, recording=recorder("backlog", idle=False), worker_env=backlog_env
+    )
     text = [
         f"# py-spy (250 Hz, --idle --nonblocking) of the one task worker while 300 new customers write at once "
         f"(default Telegram limits): all replies sent {burst['seconds_until_all_sent']} s after the first POST, "
-        f"{burst['drain_per_second']} sends/s while sending (with the profiler and the protocol trace attached).",
+        f"{burst['drain_per_second']} sends/s while sending, {burst['replies_sent_when_ingest_ended']} sent when the "
+        f"last POST was answered (ingest {burst['ingest']['per_second']} updates/s; with the profiler and the "
+        "protocol trace attached).",
         "",
         "## Database round trips of the worker per reply sent (libpq protocol trace, polling included)",
-        f"{trips['round_trips'] / sent:.2f} round trips, statements per reply: {per_reply}",
+        round_trips(burst_trace, burst["outbox"].get("sent", 0)),
         "",
         "## Samples of the worker's task threads (task-N, each a task at a time; wall clock, threads added up)",
         summarize_collapsed(burst.pop("collapsed"), thread=r"task-\d+"),
+        f"# The same 300 replies queued before the worker starts: py-spy (250 Hz, --gil) of the worker draining "
+        f"them alone, in {backlog['seconds_until_all_sent']} s, {backlog['drain_per_second']} sends/s, "
+        f"{backlog['worker_cpu_ms_per_reply']} ms of CPU per reply (with the profiler and the trace attached).",
+        "",
+        "## Database round trips of the worker per reply sent",
+        round_trips(backlog_trace, backlog["outbox"].get("sent", 0)),
+        "",
+        "## Samples of the thread holding the GIL (where the worker's CPU goes)",
+        summarize_collapsed(backlog.pop("collapsed")),
     ]
     output = Path(__file__).with_name("profiles") / f"{name}.txt"
     output.write_text("\n".join(text))
     progress(f"profile: wrote {output}")
-    return {"burst": burst, "profile": str(output)}
+    return {"burst": burst, "backlog": backlog, "profile": str(output)}
