@@ -40,7 +40,10 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
             stack, customers=customers, per_customer=per_customer, progress=progress
         )
         results["first_contact"] = machine.first_contact_burst(stack, customers=60 if quick else 300, progress=progress)
-        results["backlog"] = machine.queued_backlog(stack, customers=120 if quick else 300, progress=progress)
+        results["backlog"] = [
+            machine.queued_backlog(stack, customers=120 if quick else 300, telegram_latency=latency, progress=progress)
+            for latency in (0, machine.TELEGRAM_LATENCY)
+        ]
     if "datascale" in workloads:
         tickets = 5_000 if quick else 100_000
         results["datascale"] = datascale_run.run(stack, tickets=tickets, messages_per_ticket=10, progress=progress)

@@ -14,6 +14,8 @@ from .webhook import load_spec, run_load
 
 # Telegram's limits, raised for the run against the sandbox to measure the workers' own ceiling.
 RAISED_LIMITS = {"TELEGRAM_GLOBAL_MESSAGES_PER_SECOND": 100_000, "TELEGRAM_CHAT_INTERVAL_SECONDS": 0}
+# Seconds the Bot API takes to answer a send from a server near it (the sandbox answers at once).
+TELEGRAM_LATENCY = 0.1
 
 
 def register_chats(stack, user_ids):
@@ -157,15 +159,22 @@ def first_contact_burst(stack, *, customers, progress, recording=None, worker_en
     }
 
 
-def queued_backlog(stack, *, customers, progress, recording=None, worker_env=None):
+def queued_backlog(stack, *, customers, progress, telegram_latency=0, recording=None, worker_env=None):
     """The first contact's ``customers`` replies queued while no worker runs; then one worker starts at
-    Telegram's default limits: the worker's own pace, whatever the webhook's. With ``recording``, as above."""
+    Telegram's default limits: the worker's own pace, whatever the webhook's. ``telegram_latency``: seconds
+    the sandbox holds each answer (the real Bot API's round trip, which the sandbox otherwise skips). With
+    ``recording``, as above."""
     server, spec = _first_contact(stack, customers, FIRST_USER_ID + 300_000_000, "backlog")
     progress(f"backlog: {customers} new customers' replies queued with no worker running")
     ingest = run_load("webhook", spec)
     stack.stop(server)
     queued = sum(outbox_state(stack).values())
-    progress(f"backlog: one worker starts on {queued} queued replies, default Telegram limits")
+    if telegram_latency:
+        SandboxClient(stack.sandbox.url, BOT_TOKEN).add_fault("sendMessage", delay=telegram_latency, times=None)
+    progress(
+        f"backlog: one worker starts on {queued} queued replies, default Telegram limits, "
+        f"Telegram answering in {telegram_latency * 1000:g} ms"
+    )
     worker = stack.start_worker(name="worker-backlog", **(worker_env or {}))
     profile = recording(worker).start() if recording else None
     started, cpu_before = time.monotonic(), worker.cpu_seconds()
@@ -176,6 +185,7 @@ def queued_backlog(stack, *, customers, progress, recording=None, worker_env=Non
     stack.stop(worker)
     return {
         "customers": customers,
+        "telegram_latency_ms": telegram_latency * 1000,
         "ingest": ingest,
         "outbox": state,
         "replies_doubled": len(calls) - state.get("sent", 0),

@@ -242,8 +242,9 @@ TICKET_REOPEN_DAYS = env_number("TICKET_REOPEN_DAYS", 7, float)
 # --- Background tasks (the reply outbox) --------------------------------------------------------
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 # Tasks one `manage.py worker` process runs at once, each on a thread with a database connection of its own
-# (a delivery mostly waits on PostgreSQL and Telegram); keep it below DATABASE_POOL_MAX_SIZE.
-WORKER_THREADS = env_number("WORKER_THREADS", 4)
+# (a delivery mostly waits, on PostgreSQL and on Telegram's ~0.1 s answer): 8 keep one worker at Telegram's
+# 30 messages/s. With the heartbeat's, the process needs WORKER_THREADS + 1 of DATABASE_POOL_MAX_SIZE.
+WORKER_THREADS = env_number("WORKER_THREADS", 8)
 
 # --- Housekeeping (ops.housekeeping: run by the workers every HOUSEKEEPING_INTERVAL_SECONDS) ------
 # Claims of processed updates (bots.TelegramUpdate): Telegram redelivers for 24 hours, and numbers

@@ -29,6 +29,12 @@ class Command(db_worker.Command):
         self.configure_logging(verbosity)
         if threads < 1:
             raise CommandError("--threads must be at least 1.")
+        pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+        if isinstance(pool, dict) and threads + 1 > pool["max_size"]:
+            raise CommandError(
+                f"--threads {threads} needs {threads + 1} database connections (one per thread, one for the "
+                f"heartbeat), and DATABASE_POOL_MAX_SIZE is {pool['max_size']}: raise it, or run fewer threads."
+            )
         queue_names = queue_name.split(",")
         excluded_queue_names = exclude_queues.split(",") if exclude_queues else []
         if excluded_queue_names and "*" not in queue_names:
