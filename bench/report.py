@@ -114,8 +114,8 @@ def machine_table(machine, burst, backlogs):
         f"{burst['seconds_until_all_sent']} |",
     ]
     lines += [
-        f"| {backlog['customers']} first replies queued, then 1 worker starts, default limits, Telegram answering "
-        f"in {backlog['telegram_latency_ms']:g} ms | {backlog['customers']} | – | – | "
+        f"| {backlog['customers']} first replies queued, then 1 worker starts, default limits, "
+        f"{_answering(backlog)} | {backlog['customers']} | – | – | "
         f"{sum(backlog['outbox'].values())} / {backlog['outbox'].get('sent', 0)} | {backlog['replies_doubled']} | – | "
         f"{backlog['drain_per_second']} | {backlog['seconds_until_all_sent']} |"
         for backlog in backlogs
@@ -130,7 +130,7 @@ def machine_table(machine, burst, backlogs):
         f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall; "
         f"{burst['replies_sent_when_ingest_ended']} sent when the last POST was answered).",
         *(
-            f"- Backlog, Telegram answering in {backlog['telegram_latency_ms']:g} ms: one worker sent the "
+            f"- Backlog, {_answering(backlog)}: one worker sent the "
             f"{backlog['customers']} queued replies {backlog['seconds_until_all_sent']} s after it was up, at "
             f"{backlog['drain_per_second']}/s from its first send to its last, using "
             f"{backlog['worker_cpu_ms_per_reply']} ms of CPU per reply."
@@ -138,6 +138,11 @@ def machine_table(machine, burst, backlogs):
         ),
         "- Telegram allows a bot ~30 messages/s (TELEGRAM_GLOBAL_MESSAGES_PER_SECOND).",
     ]
+
+
+def _answering(backlog):
+    latency = backlog["telegram_latency_ms"]
+    return f"Telegram answering in {latency:g} ms" if latency else "Telegram (the sandbox) answering at once"
 
 
 def datascale_table(result):
