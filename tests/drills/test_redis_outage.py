@@ -90,7 +90,11 @@ def test_a_hung_redis_holds_neither_the_webhook_nor_its_database_connections(dri
     update's request holds no pooled connection, so twenty updates at once through a pool of two are all
     stored at their first delivery (had each kept its connection while it waited on Redis, most would have
     waited past the pool's timeout and answered 503, or past Telegram's and been redelivered)."""
-    server = drill.start_server(REDIS_URL=f"redis://127.0.0.1:{black_hole_port}/0", DATABASE_POOL_MAX_SIZE=POOL_MAX)
+    # A generous pool timeout: on a busy machine twenty short transactions through two connections take a
+    # while, and the drill is about connections held for seconds.
+    server = drill.start_server(
+        REDIS_URL=f"redis://127.0.0.1:{black_hole_port}/0", DATABASE_POOL_MAX_SIZE=POOL_MAX, DATABASE_POOL_TIMEOUT=10
+    )
 
     with CustomerStream(drill.bot, HUNG_CUSTOMERS, window=20) as stream:
         stream.wait_for_acknowledged(30, "updates with Redis hung")
