@@ -2,15 +2,17 @@
 PostgreSQL cluster and a Redis server of the drills' own, which a drill stops, restarts or kills while
 updates and replies stream through. The machine's shared PostgreSQL and Redis are never touched.
 
-One cluster (created and migrated once) and one Redis serve every drill of the session; each drill finds
-both running, starts the processes it needs on them, and stops those after itself. Its rows are told
-apart from other drills' by its own bot token and customers.
+One cluster and one Redis serve every drill of the session; each drill finds both running, gets a
+database of its own (a copy of one migrated once), starts the processes it needs, and stops them after
+itself. A database per drill keeps one drill's leftovers (a reply still queued, its task) out of the
+next drill's workers.
 """
 
+import itertools
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -33,22 +35,30 @@ from tests.conftest import (
 
 from .postgres import PostgresServer
 
-DATABASE = "supportsite_drills"
+TEMPLATE = "supportsite_drills"  # migrated, with the agent: each drill's database is a copy
 AGENT, AGENT_PASSWORD = "drill-agent", "drill-agent-password-1"
+_databases = itertools.count(1)
 
 
 @dataclass
 class Services:
     postgres: PostgresServer
     redis: RedisServer
+    database: str = TEMPLATE
 
     def environment(self, token, sandbox_url, **overrides):
         """A production-like server or worker environment on the drills' own PostgreSQL and Redis."""
-        services = {"DATABASE_URL": self.postgres.url(DATABASE), "REDIS_URL": self.redis.url}
+        services = {"DATABASE_URL": self.postgres.url(self.database), "REDIS_URL": self.redis.url}
         return server_environment(token, sandbox_url, **{**services, "SUPPORTSITE_SINGLE_PROCESS": 0, **overrides})
 
+    def with_new_database(self):
+        """These services with a new database, copied from the template."""
+        database = f"{TEMPLATE}_{next(_databases)}"
+        self.postgres.query("postgres", f"CREATE DATABASE {database} TEMPLATE {TEMPLATE}")
+        return replace(self, database=database)
+
     def query(self, sql, params=()):
-        return self.postgres.query(DATABASE, sql, params)
+        return self.postgres.query(self.database, sql, params)
 
     def count(self, sql, params=()):
         return self.query(sql, params)[0][0]
@@ -78,13 +88,14 @@ def _manage(env, *command):
 
 @pytest.fixture(scope="session")
 def drill_services(tmp_path_factory):
-    """The drills' PostgreSQL (migrated, with a staff agent AGENT) and Redis, for the whole session."""
+    """The drills' PostgreSQL (with the template database: migrated, with a staff agent AGENT) and Redis, for
+    the whole session."""
     redis_directory = tmp_path_factory.mktemp("drill-redis")
     services = Services(PostgresServer(), RedisServer(redis_directory))
     try:
         services.redis.start()
         services.postgres.create()
-        services.postgres.query("postgres", f"CREATE DATABASE {DATABASE}")
+        services.postgres.query("postgres", f"CREATE DATABASE {TEMPLATE}")
         env = services.environment(unique_bot_token(), "http://127.0.0.1:9", DJANGO_SUPERUSER_PASSWORD=AGENT_PASSWORD)
         _manage(env, "migrate", "--noinput")
         _manage(env, "createsuperuser", "--noinput", "--username", AGENT, "--email", "drill@example.com")
@@ -131,12 +142,13 @@ class Drill:
 
 @pytest.fixture
 def drill(drill_services, sandbox, tmp_path):
-    """A drill on running services (an earlier drill that failed halfway may have left one stopped)."""
+    """A drill on running services (an earlier drill that failed halfway may have left one stopped), with a
+    database of its own."""
     if not drill_services.redis.answers():
         drill_services.redis.start()
     if not drill_services.postgres.is_running():
         drill_services.postgres.start()
-    drill = Drill(drill_services, sandbox, tmp_path)
+    drill = Drill(drill_services.with_new_database(), sandbox, tmp_path)
     yield drill
     drill.stop_all()
 

@@ -57,7 +57,10 @@ def test_workers_killed_mid_delivery_leave_every_reply_to_be_delivered_in_order(
     drill.start_worker(sweep, **WORKER_SETTINGS)
     doomed = [drill.start_worker(**WORKER_SETTINGS) for _ in range(2)]
 
-    wait_until(lambda: len(drill.bot.calls("sendMessage")) == 2, message="both workers inside a held send")
+    wait_until(
+        lambda: {int(call["params"]["chat_id"]) for call in drill.bot.calls("sendMessage")} == {NOT_TAKEN, TAKEN},
+        message="both workers inside a held send",
+    )
     for worker in doomed:
         worker.stop(signal.SIGKILL)
     heads = [replies(drill, chat_id)[0] for chat_id in (NOT_TAKEN, TAKEN)]
