@@ -19,12 +19,11 @@ from tickets.models import Ticket
 
 from . import events
 from .broadcast import held_announcements, send_events, send_to_group
-from .groups import INBOX, agent_group, ticket_group
+from .groups import INBOX, agent_group, agent_sockets, ticket_group
 from .protocol import TYPING_EXPIRES_IN_SECONDS, BadFrame, parse_frame
+from .sessions import NOT_AUTHENTICATED, NOT_STAFF, session_tag
 
-# Close codes (SPEC §4). The socket is accepted first, so that the client sees the code.
-NOT_AUTHENTICATED = 4401
-NOT_STAFF = 4403
+# Close codes (SPEC §4, with realtime.sessions'). The socket is accepted first, so that the client sees the code.
 NO_SUCH_TICKET = 4404
 
 
@@ -48,6 +47,8 @@ class DeskConsumer(AsyncWebsocketConsumer):
         if not (user.is_active and user.is_staff):
             return await self.refuse(NOT_STAFF)
         self.user = user
+        self.session = session_tag(self.scope["session"].session_key)
+        await self.join(agent_sockets(user.pk))
         if await self.open():
             await self.accept()
 
@@ -69,6 +70,11 @@ class DeskConsumer(AsyncWebsocketConsumer):
         except BadFrame as bad:
             return await self.send_event(events.error_event(bad.code, bad.detail))
         await getattr(self, f"on_{kind}")(**fields)
+
+    async def session_ended(self, message):
+        """realtime.sessions: the agent logged out of this socket's session, or may no longer use the desk."""
+        if message["session"] in (None, self.session):
+            await self.close(message["code"])
 
     async def client_event(self, message):
         """A channel-layer message of type realtime.broadcast.CLIENT_EVENT: an event for this socket's client."""
