@@ -287,7 +287,10 @@ if not TELEGRAM_WEBHOOK_SECRET:
             "refuses updates without it. Use 1-256 characters of A-Z, a-z, 0-9, _ and -."
         )
     TELEGRAM_WEBHOOK_SECRET = "sandbox-webhook-secret"  # noqa: S105
-TELEGRAM_WEBHOOK_URL = os.environ.get("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:8000/telegram/webhook/")
+# The development default follows `make run WEB_PORT=…`.
+TELEGRAM_WEBHOOK_URL = os.environ.get(
+    "TELEGRAM_WEBHOOK_URL", f"http://127.0.0.1:{os.environ.get('WEB_PORT', '8000')}/telegram/webhook/"
+)
 TELEGRAM_WEBHOOK_MAX_CONNECTIONS = env_number("TELEGRAM_WEBHOOK_MAX_CONNECTIONS", 40)
 
 # --- HTTP ---------------------------------------------------------------------------------------
