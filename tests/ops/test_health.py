@@ -255,3 +255,18 @@ def test_healthz_does_no_io_and_answers_while_redis_is_down(start_server, redis_
     response = httpx.get(f"{server.url}/healthz", timeout=5)
 
     assert (response.status_code, response.text) == (200, "ok\n")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_a_probe_by_address_is_answered_over_plain_http_whatever_the_allowed_hosts(client, settings, path):
+    """A load balancer or a supervisor probes a server by its address, over plain HTTP."""
+    settings.ALLOWED_HOSTS = ["support.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+
+    probe = client.get(path, HTTP_HOST="10.0.0.5:8000")
+    page = client.get("/desk/", HTTP_HOST="10.0.0.5:8000")
+
+    assert probe.status_code in (200, 503) and probe.headers["Cache-Control"].startswith("max-age=0")
+    assert page.status_code == 400  # every other path still validates the host
+    assert client.post(path, HTTP_HOST="10.0.0.5:8000").status_code == 405
