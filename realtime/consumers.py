@@ -117,8 +117,9 @@ class InboxConsumer(DeskConsumer):
 
 
 def _customer_chat(ticket_id):
-    """The Telegram chat of the ticket's customer, or None if there is no such ticket."""
-    return Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id", flat=True).first()
+    """(the Telegram chat of the ticket's customer,) — (None,) once the customer was forgotten — or None
+    if there is no such ticket."""
+    return Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id").first()
 
 
 def _queue_reply(ticket_id, text, author, client_msg_id):
@@ -150,10 +151,11 @@ class TicketConsumer(DeskConsumer):
 
     async def open(self):
         self.ticket_id = self.scope["url_route"]["kwargs"]["ticket_id"]
-        self.chat_id = await on_database_thread(_customer_chat)(self.ticket_id)
-        if self.chat_id is None:
+        found = await on_database_thread(_customer_chat)(self.ticket_id)
+        if found is None:
             await self.refuse(NO_SUCH_TICKET)
             return False
+        (self.chat_id,) = found
         # Subscribed before any history is read, so nothing committed from now on can be missed.
         await self.join(ticket_group(self.ticket_id))
         return True
@@ -227,7 +229,7 @@ class TicketConsumer(DeskConsumer):
 
     async def on_typing(self, state):
         await self.relay_typing(state)
-        if state == "start":
+        if state == "start" and self.chat_id is not None:
             self.show_typing_in_telegram()
 
     async def relay_typing(self, state):

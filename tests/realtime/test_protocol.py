@@ -89,6 +89,20 @@ async def test_a_ticket_that_does_not_exist_is_closed_with_4404(agent):
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4404}
 
 
+async def test_a_forgotten_customers_ticket_stays_live(agent, ticket, django_user_model):
+    admin = await django_user_model.objects.acreate(username="dpo", is_staff=True, is_superuser=True)
+    await sync_to_async(services.forget_customer)(ticket.customer, acting_user=admin)
+    socket = await connect(room(ticket), agent)
+
+    replayed = await socket.resume(0)
+    await socket.send({"type": "typing", "state": "start"})  # nobody to show it to in Telegram
+    question = next(event["message"] for event in replayed if event["type"] == "message")
+    await socket.send({"type": "read", "message_id": question["id"]})
+
+    assert replayed == await sync_to_async(wire_history)(ticket)
+    assert (await socket.receive())["type"] == "read"
+
+
 @pytest.mark.parametrize("origin", ["https://evil.example", "http://127.0.0.1.evil.example", "null"])
 async def test_a_page_of_another_origin_cannot_open_a_socket(agent, origin):
     accepted, _ = await open_socket("/ws/inbox/", agent, origin=origin)
