@@ -1,9 +1,11 @@
 """Unread counts: what an agent has not read, derived from their read cursor."""
 
+import importlib
 import itertools
 import random
 
 import pytest
+from django.apps import apps
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
@@ -151,6 +153,11 @@ def play_conversations(seed, agent, other_agent, steps=40):
     reading (up to any message of the ticket, not only the latest)."""
     rng = random.Random(seed)
     tickets = [customer_writes(user_id, "Hello").ticket for user_id in (1, 2, 3)]
+    # Beside them, nothing to read: a ticket with a command only, and one without messages.
+    services.record_inbound_message(
+        TelegramProfile(user_id=4), text="/start", telegram_message_id=next(_telegram_message_ids), command=True
+    )
+    services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=5)))
     for _ in range(steps):
         user_id = rng.choice((1, 2, 3))
         ticket = tickets[user_id - 1]
@@ -233,3 +240,17 @@ def test_edits_and_forgetting_the_customer_change_nothing_unread(agent, other_ag
 
     assert queries.unread_count(ticket, agent) == 2
     assert_unread_as_defined(agent, other_agent, dpo)
+
+
+def test_the_migration_records_the_latest_notable_message_of_existing_tickets(agent, other_agent):
+    play_conversations(7, agent, other_agent)
+    kept = list(Ticket.objects.order_by("pk").values_list("pk", "last_notable_message_id", "last_notable_author"))
+    Ticket.objects.update(last_notable_message_id=None, last_notable_author=None)
+
+    migration = importlib.import_module("tickets.migrations.0004_ticket_last_notable_message")
+    migration.record_last_notable_messages(apps, None)
+
+    assert (
+        list(Ticket.objects.order_by("pk").values_list("pk", "last_notable_message_id", "last_notable_author")) == kept
+    )
+    assert_unread_as_defined(agent, other_agent)
