@@ -466,6 +466,7 @@ function startTicket() {
     if (!message) return;
     message.delivery_status = event.status;
     message.delivery_error = event.error || null;
+    delete state.waiting_for[message.id]; // its turn came
     const old = nodes.get(message.id);
     old.replaceWith(renderMessage(message));
     markSeen();
@@ -515,6 +516,9 @@ function startTicket() {
       status.append(h("span", { class: "tick tick--failed" }, `⚠ Not delivered: ${reason}`), resend);
     } else if (message.delivery_error) {
       status.append(h("span", { class: "tick tick--queued" }, `◷ Queued, retrying: ${message.delivery_error}`));
+    } else if (state.waiting_for[message.id]) {
+      const note = `◷ Queued after reply #${state.waiting_for[message.id]} to this customer: replies go out in order`;
+      status.append(h("span", { class: "tick tick--queued" }, note));
     } else status.append(h("span", { class: "tick tick--queued" }, "◷ Queued"));
     return status;
   }
