@@ -73,6 +73,13 @@ class Ticket(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     # The seq of the ticket's latest event (see TicketEvent); incremented under the ticket's row lock.
     last_seq = models.PositiveBigIntegerField(default=0)
+    # The ticket's latest notable message (one that is unread for agents who have not read it: tickets.queries)
+    # and its author (none for the customer's), set with last_message_at under the ticket's row lock. With an
+    # agent's read cursor they tell whether the ticket has something unread for them without counting messages.
+    last_notable_message_id = models.BigIntegerField(null=True, blank=True)
+    last_notable_author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
 
     class Meta:
         constraints = [
