@@ -1,11 +1,12 @@
 """Drill: workers killed (SIGKILL) in the middle of delivering replies.
 
 Each of two workers is inside a sendMessage call the sandbox holds open when it is killed: one call
-Telegram has not taken (it would have failed), one it has already taken (only its answer was held). A new
-worker and the outbox sweep (with a short lease, and re-driving at once what the dead workers held)
-deliver every reply, in order per chat. The reply Telegram had not taken arrives once; the one it had
-taken arrives twice, back to back: delivery is at-least-once (bots/delivery.py), and the Bot API offers no
-way to learn whether a call whose answer was lost took effect.
+Telegram has not taken (it would have failed), one it has already taken (only its answer was held). An
+agent then answers both chats; a new worker and the outbox sweep (with a short lease, re-driving at once
+what the dead workers held) deliver every reply, in order per chat. The reply Telegram had not taken
+arrives once; the one it had taken arrives twice, back to back: delivery is at-least-once
+(bots/delivery.py), and the Bot API offers no way to learn whether a call whose answer was lost took
+effect.
 """
 
 import signal
@@ -41,22 +42,27 @@ def received(drill, chat_id):
     return [message["text"] for message in drill.bot.chat(chat_id) if message["from"]["is_bot"]]
 
 
+def queue_agent_replies(drill, server, cookie, chat_id):
+    """An agent answers the chat AGENT_REPLIES times on the ticket's desk socket, one reply after another."""
+    ticket_id, _ = drill.services.ticket_of(chat_id)
+    with live_socket(server.url, cookie, f"/ws/tickets/{ticket_id}/") as socket:
+        for number in range(AGENT_REPLIES):
+            socket.send({"type": "message", "text": f"reply {number}", "client_msg_id": str(uuid.uuid4())})
+        wait_until(lambda: len(replies(drill, chat_id)) == 1 + AGENT_REPLIES, message="the agent's replies")
+
+
 def test_workers_killed_mid_delivery_leave_every_reply_to_be_delivered_in_order(drill):
     server = drill.start_server()
     cookie = log_in(server.url, AGENT, AGENT_PASSWORD)
-    for chat_id in (NOT_TAKEN, TAKEN):
-        drill.bot.send_message(chat_id, "hello")  # the bot queues its automatic reply
-        ticket_id, _ = drill.services.ticket_of(chat_id)
-        with live_socket(server.url, cookie, f"/ws/tickets/{ticket_id}/") as socket:
-            for number in range(AGENT_REPLIES):
-                socket.send({"type": "message", "text": f"reply {number}", "client_msg_id": str(uuid.uuid4())})
-            wait_until(lambda chat_id=chat_id: len(replies(drill, chat_id)) == 1 + AGENT_REPLIES, message="replies")
     drill.bot.add_fault("sendMessage", error_code=502, delay=60, chat_id=NOT_TAKEN)
     drill.bot.add_fault("sendMessage", delay=60, chat_id=TAKEN)
-    sweep = ("outbox_sweep", "--every", "0.5", "--stranded-after", "0")
-    drill.start_worker(sweep, **WORKER_SETTINGS)
+    drill.start_worker(("outbox_sweep", "--every", "0.5", "--stranded-after", "0"), **WORKER_SETTINGS)
     doomed = [drill.start_worker(**WORKER_SETTINGS) for _ in range(2)]
+    for worker in doomed:
+        wait_until(lambda worker=worker: "Starting worker" in worker.log(), message="a worker to poll")
 
+    for chat_id in (NOT_TAKEN, TAKEN):
+        drill.bot.send_message(chat_id, "hello")  # the bot queues its automatic reply; a worker takes it at once
     wait_until(
         lambda: {int(call["params"]["chat_id"]) for call in drill.bot.calls("sendMessage")} == {NOT_TAKEN, TAKEN},
         message="both workers inside a held send",
@@ -64,6 +70,8 @@ def test_workers_killed_mid_delivery_leave_every_reply_to_be_delivered_in_order(
     for worker in doomed:
         worker.stop(signal.SIGKILL)
     heads = [replies(drill, chat_id)[0] for chat_id in (NOT_TAKEN, TAKEN)]
+    for chat_id in (NOT_TAKEN, TAKEN):
+        queue_agent_replies(drill, server, cookie, chat_id)  # behind the reply a dead worker holds
     drill.start_worker(**WORKER_SETTINGS)
     for chat_id in (NOT_TAKEN, TAKEN):
         wait_until(
