@@ -7,9 +7,10 @@ from django.db import connections
 from django.urls import reverse
 from playwright.async_api import expect
 
-from realtime.broadcast import held_announcements, send_events
+from realtime.broadcast import send_events
 from tests.conftest import wait_until
 from tickets import services
+from tickets.hooks import held_announcements
 from tickets.models import Message, Ticket
 
 from .conftest import PHONE
