@@ -14,7 +14,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.http import Http404, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 
 from . import queries, services
 from .hooks import agent_typing
-from .models import Customer, Message, Ticket
+from .models import RECENT_FIRST, Customer, Message, Ticket
 
 
 def is_agent(request):
@@ -217,7 +217,11 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
     list_select_related = ["customer", "assignee"]
     search_fields = ["customer__first_name", "customer__last_name", "customer__username", "messages__text"]
     search_help_text = "Customer's name or username, or text from the conversation."
-    ordering = [F("last_message_at").desc(nulls_last=True), "-id"]
+    ordering = RECENT_FIRST
+    # 50 a page, as in the desk's inbox: rendering the rows is most of a page's time once the rows come from
+    # the top of an index (ticket_recent_idx). A filtered list counts only the tickets it shows, not all too.
+    list_per_page = 50
+    show_full_result_count = False
     actions = ["assign_to_me", "resolve", "close", "resend_failed_replies"]
     fieldsets = [
         (None, {"fields": ["customer", "subject", "status", "assignee"]}),
@@ -264,7 +268,8 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         """Nothing left to save: validating TicketChangeForm applied the changes through the services."""
 
-    @admin.display(description="Unread", ordering="unread_count")
+    # Not sortable: sorting by it would count the unread messages of every ticket; the unread filter is quick.
+    @admin.display(description="Unread")
     def unread(self, ticket):
         return ticket.unread_count
 
@@ -338,7 +343,7 @@ class CustomerTicketInline(ReadOnlyInline, admin.TabularInline):
     model = Ticket
     fields = ["subject", "status", "assignee", "created_at", "last_message_at"]
     readonly_fields = fields
-    ordering = [F("last_message_at").desc(nulls_last=True), "-id"]
+    ordering = RECENT_FIRST
     show_change_link = True
     extra = 0
     can_delete = False

@@ -21,6 +21,8 @@ from tickets.hooks import announced
 from tickets.models import Customer, Message, Ticket
 from tickets.services import TelegramProfile
 
+from .test_queries import expected_unread, play_conversations
+
 pytestmark = pytest.mark.django_db
 
 TICKETS_URL = reverse("admin:tickets_ticket_changelist")
@@ -206,7 +208,7 @@ def count_queries(client, url):
     return len(queries), response
 
 
-@pytest.mark.parametrize("query", ["", "?q=Question", "?unread=yes", "?status__exact=open&o=6"])
+@pytest.mark.parametrize("query", ["", "?q=Question", "?unread=yes", "?status__exact=open&o=2"])
 def test_the_ticket_list_takes_the_same_queries_for_3_or_30_tickets(agent_client, agent, other_agent, query):
     create_busy_tickets(1, 3, agent, other_agent)
     with_3, response = count_queries(agent_client, TICKETS_URL + query)
@@ -258,6 +260,29 @@ def test_unread_count_and_filter_with_and_without_a_read_cursor(agent_client, ag
     assert '<td class="field-unread">3</td>' in response.content.decode()
     assert set(results(agent_client.get(TICKETS_URL, {"unread": "yes"}))) == {partly_read, never_opened}
     assert results(agent_client.get(TICKETS_URL, {"unread": "no"})) == [read]
+
+
+def test_the_unread_column_and_filter_follow_the_definition_for_each_agent(client, agent, other_agent):
+    play_conversations(11, agent, other_agent)
+
+    for user in (agent, other_agent):
+        client.force_login(user)
+        expected = expected_unread(user)
+        unread = {pk for pk, count in expected.items() if count}
+        assert {ticket.pk: ticket.unread_count for ticket in results(client.get(TICKETS_URL))} == expected
+        assert {ticket.pk for ticket in results(client.get(TICKETS_URL, {"unread": "yes"}))} == unread
+        assert {ticket.pk for ticket in results(client.get(TICKETS_URL, {"unread": "no"}))} == set(expected) - unread
+
+
+def test_the_ticket_list_pages_through_tickets_most_recent_conversation_first(agent_client):
+    tickets = [customer_writes(user_id, "Hi").ticket for user_id in range(1, 53)]
+    services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=99)))  # no messages
+
+    first, second = results(agent_client.get(TICKETS_URL)), results(agent_client.get(TICKETS_URL, {"p": 2}))
+
+    assert len(first) == 50
+    assert [ticket.pk for ticket in first + second[:-1]] == [ticket.pk for ticket in reversed(tickets)]
+    assert second[-1].last_message_at is None
 
 
 def test_unread_is_counted_for_the_agent_who_asks(client, agent, other_agent):
