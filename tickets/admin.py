@@ -250,13 +250,14 @@ class TicketAdmin(AgentAccess, admin.ModelAdmin):
         """The agent is typing in the reply box: show "typing…" in the customer's Telegram chat."""
         if not self.has_change_permission(request):
             raise Http404
-        chat_id = Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id", flat=True).first()
-        if chat_id is None:
+        found = Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id").first()
+        if found is None:
             raise Http404
+        (chat_id,) = found  # None once the customer was forgotten: no chat to show it in
         # Hand this request's database connection back to the pool before waiting on Telegram (G9): agents
         # typing while Telegram is slow must not hold the connections the webhook needs.
         connection.close()
-        answers = agent_typing.send(sender=Ticket, chat_id=chat_id, agent=request.user)
+        answers = agent_typing.send(sender=Ticket, chat_id=chat_id, agent=request.user) if chat_id else []
         return JsonResponse({"shown": any(shown for _, shown in answers)})
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):

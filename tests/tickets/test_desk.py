@@ -353,6 +353,16 @@ def test_a_ticket_page_hands_its_script_the_conversation_reads_and_seq(agent_cli
     assert "@parcel_person" in content and ">7<" in content and ">de<" in content
 
 
+def test_a_ticket_page_says_which_replies_wait_for_an_earlier_one(agent_client, agent):
+    ticket = customer_writes(8, "Hello").ticket
+    first, _ = services.queue_reply(ticket, "One moment", author=agent)
+    second, _ = services.queue_reply(ticket, "Found it", author=agent)
+
+    state = page_state(agent_client.get(reverse("desk-ticket", args=[ticket.pk])))
+
+    assert state["waiting_for"] == {str(second.pk): first.pk}
+
+
 def test_a_ticket_page_shows_the_latest_messages_and_says_older_ones_are_in_the_admin(agent_client, monkeypatch):
     monkeypatch.setattr(queries, "CONVERSATION_LENGTH", 2)
     ticket = customer_writes(1, "one").ticket
