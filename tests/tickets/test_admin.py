@@ -17,6 +17,7 @@ from django_tasks_db.models import DBTaskResult
 
 from tests.conftest import resolve
 from tickets import services
+from tickets.admin import TicketAdmin, TicketPaginator
 from tickets.hooks import announced
 from tickets.models import Customer, Message, Ticket
 from tickets.services import TelegramProfile
@@ -283,6 +284,25 @@ def test_the_ticket_list_pages_through_tickets_most_recent_conversation_first(ag
     assert len(first) == 50
     assert [ticket.pk for ticket in first + second[:-1]] == [ticket.pk for ticket in reversed(tickets)]
     assert second[-1].last_message_at is None
+
+
+def test_a_long_ticket_list_is_counted_up_to_a_limit_and_offers_no_select_all(agent_client, monkeypatch):
+    monkeypatch.setattr(TicketPaginator, "COUNT_LIMIT", 4)
+    monkeypatch.setattr(TicketAdmin, "list_per_page", 2)
+    tickets = [customer_writes(user_id, "Question").ticket for user_id in range(1, 6)]
+
+    response = agent_client.get(TICKETS_URL, {"q": "Question", "p": 2})
+    page = response.content.decode()
+    assert results(response) == [tickets[2], tickets[1]]
+    assert "More than 4 tickets" in page
+    assert "More than 4 results" in page
+    assert "select the objects across all pages" not in page
+
+    monkeypatch.setattr(TicketPaginator, "COUNT_LIMIT", 5)
+    page = agent_client.get(TICKETS_URL, {"q": "Question"}).content.decode()
+    assert "5 tickets" in page and "More than" not in page
+    assert "5 results" in page
+    assert "select the objects across all pages" in page and "Select all 5 tickets" in page
 
 
 def test_unread_is_counted_for_the_agent_who_asks(client, agent, other_agent):
