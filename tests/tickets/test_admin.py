@@ -229,7 +229,9 @@ def test_the_ticket_list_shows_the_most_recent_conversation_first(agent_client):
     assert results(agent_client.get(TICKETS_URL)) == [older, newer]
 
 
-@pytest.mark.parametrize("term", ["Alice", "smith", "alice_s", "refund"])
+@pytest.mark.parametrize(
+    "term", ["Alice", "smith", "alice_s", "refund", "alice refund", '"a refund, please"', "'I want'"]
+)
 def test_search_finds_the_ticket_once(agent_client, term):
     alice = {"first_name": "Alice", "last_name": "Smith", "username": "alice_s"}
     ticket = customer_writes(1, "I want a refund", **alice).ticket
@@ -238,6 +240,14 @@ def test_search_finds_the_ticket_once(agent_client, term):
     customer_writes(2, "Something else", first_name="Bob", username="bobby")
 
     assert results(agent_client.get(TICKETS_URL, {"q": term})) == [ticket]
+
+
+@pytest.mark.parametrize("term", ["bob refund", '"refund alice"', "nowhere"])
+def test_search_needs_every_word_somewhere(agent_client, term):
+    customer_writes(1, "I want a refund", first_name="Alice")
+    customer_writes(2, "Something else", first_name="Bob")
+
+    assert results(agent_client.get(TICKETS_URL, {"q": term})) == []
 
 
 def test_unread_count_and_filter_with_and_without_a_read_cursor(agent_client, agent, other_agent):
