@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce, JSONObject, Substr
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
-from .models import Message, ReadCursor, Ticket, TicketEvent
+from .models import RECENT_FIRST, Message, ReadCursor, Ticket, TicketEvent
 
 
 def notable_messages():
@@ -215,7 +215,7 @@ def inbox_page(user, *, view="all", status="active", before=None, ticket_id=None
         )[:1]
     )
     tickets = with_unread_count(tickets, user).annotate(last_message=Subquery(latest, output_field=models.JSONField()))
-    return list(tickets.order_by(F("last_message_at").desc(nulls_last=True), "-id")[:INBOX_PAGE_SIZE])
+    return list(tickets.order_by(*RECENT_FIRST)[:INBOX_PAGE_SIZE])
 
 
 def _older_than(last_message_at, ticket_id):

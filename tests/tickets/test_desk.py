@@ -15,6 +15,8 @@ from tickets import queries, services
 from tickets.models import Message, Ticket, TicketEvent
 from tickets.services import TelegramProfile
 
+from .test_queries import expected_unread, play_conversations
+
 pytestmark = pytest.mark.django_db
 
 INBOX = reverse("desk-inbox")
@@ -241,6 +243,22 @@ def test_an_inbox_row_has_the_unread_count_the_last_message_and_the_seq(agent_cl
 
     services.advance_read_cursor(ticket, agent, ticket.messages.last().pk)
     assert inbox(agent_client)["tickets"][0]["unread"] == 0
+
+
+def test_every_inbox_view_shows_the_agents_own_unread_counts(agent_client, agent, other_agent):
+    mine, theirs, _ = play_conversations(5, agent, other_agent)
+    services.assign_ticket(mine, agent, acting_user=agent)
+    services.assign_ticket(theirs, other_agent, acting_user=other_agent)
+    expected = expected_unread(agent)
+    views = {
+        "mine": Ticket.objects.filter(assignee=agent),
+        "unassigned": Ticket.objects.filter(assignee=None),
+        "all": Ticket.objects.all(),
+    }
+
+    for view, tickets in views.items():
+        rows = inbox(agent_client, view=view, status="any")["tickets"]
+        assert {row["id"]: row["unread"] for row in rows} == {ticket.pk: expected[ticket.pk] for ticket in tickets}
 
 
 def test_an_attachment_shows_as_its_summary_in_the_preview(agent_client):
