@@ -12,12 +12,13 @@ from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop, CommandHandler, MessageHandler, TypeHandler, filters
 
 from tickets import services
+from tickets.hooks import held_announcements, send_held
 from tickets.models import Ticket
 
 from .models import TelegramUpdate
@@ -49,10 +50,18 @@ update_report: ContextVar[UpdateReport | None] = ContextVar("update_report", def
 
 
 async def process_reported(application, update, report):
-    """Process ``update`` through the handlers, which record in ``report`` what they did and their errors."""
+    """Process ``update`` through the handlers, which record in ``report`` what they did and their errors.
+
+    What the handlers stored is broadcast after their database thread has given its connection back, so
+    a slow or hung Redis holds no pooled connection (realtime bounds the broadcast's own wait).
+    """
     token = update_report.set(report)
     try:
-        await application.process_update(update)
+        with held_announcements() as announced:
+            try:
+                await application.process_update(update)
+            finally:
+                await send_held(announced)
     finally:
         update_report.reset(token)
 
@@ -99,13 +108,16 @@ def once_per_update(work):
     """A PTB callback running ``work(update)`` once per update_id, in one transaction with the claim."""
 
     def run_once(bot_id, update):
-        with transaction.atomic():
-            if not claim_update(bot_id, update.update_id, update_kind(update)):
-                logger.info("Update %s was already processed; ignoring the redelivery.", update.update_id)
-                report_outcome("duplicate")
-                return
-            work(update)
-        report_outcome("processed")
+        try:
+            with transaction.atomic():
+                if not claim_update(bot_id, update.update_id, update_kind(update)):
+                    logger.info("Update %s was already processed; ignoring the redelivery.", update.update_id)
+                    report_outcome("duplicate")
+                    return
+                work(update)
+            report_outcome("processed")
+        finally:
+            close_old_connections()  # back to the pool now, not when the request ends
 
     async def callback(update, context):
         await sync_to_async(run_once)(context.bot.id, update)

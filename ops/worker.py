@@ -8,7 +8,7 @@ does (its signals and result row). Which reply may go out is not the worker's bu
 (bots.outbox: a chat's head only, under the customer's row lock, with a lease) holds across threads as it
 does across processes.
 
-The events a task announces are held (realtime.broadcast.held_announcements) and sent when it is done, on
+The events a task announces are held (tickets.hooks.held_announcements) and sent when it is done, on
 the process's one event loop (the bot's, BotLoop); a broadcast through ``async_to_sync`` from a thread with
 no loop would start a thread, an event loop and Redis connections for each one.
 
@@ -38,7 +38,8 @@ from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
 
 from bots.application import BotLoop
-from realtime.broadcast import BROADCAST_TIMEOUT_SECONDS, held_announcements, send_events
+from realtime.broadcast import BROADCAST_TIMEOUT_SECONDS
+from tickets.hooks import held_announcements, send_held
 
 from .housekeeping import run_if_due
 from .models import WorkerHeartbeat
@@ -46,6 +47,8 @@ from .models import WorkerHeartbeat
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
+# Seconds a task thread waits before polling again while the database is unavailable.
+DATABASE_RETRY_SECONDS = 1
 
 
 class Terminated(Exception):
@@ -65,16 +68,17 @@ class TaskRunner(Worker):
         finally:
             self.current_task = None
         if announced:
-            send_held(announced)
+            announce_on_loop(announced)
 
 
-def send_held(events):
+def announce_on_loop(events):
+    """Announce a task's held events on the process's one loop (the receivers log their own failures)."""
     try:
-        # send_events bounds itself (BROADCAST_TIMEOUT_SECONDS); the margin covers the hop to the loop.
-        BotLoop.call(lambda: send_events(events), timeout=BROADCAST_TIMEOUT_SECONDS + 1)
-    except Exception:
-        logger.exception(
-            "Broadcast of %d events failed; they are stored, and clients catch up with resume.", len(events)
+        # The broadcast bounds itself (BROADCAST_TIMEOUT_SECONDS); the margin covers the hop to the loop.
+        BotLoop.call(lambda: send_held(events), timeout=BROADCAST_TIMEOUT_SECONDS + 1)
+    except TimeoutError:
+        logger.warning(
+            "Announcing %d events timed out; they are stored, and clients catch up with resume.", len(events)
         )
 
 
@@ -98,7 +102,9 @@ class TaskWorker:
         self.crashed = False
 
     def run(self):
-        logger.info("Running %d task threads as worker %s.", len(self.runners), self.config.worker_id)
+        config = self.config
+        queues = ",".join(config.queue_names)
+        logger.info("Starting worker worker_id=%s queues=%s threads=%d", config.worker_id, queues, len(self.runners))
         if self.config.startup_delay and self.config.interval:
             time.sleep(random.random())  # so that workers started together do not poll in step
         self.heartbeat.start()
@@ -120,13 +126,21 @@ class TaskWorker:
     def _take_tasks(self, runner):
         try:
             while not self.stopping.is_set():
-                with self.turn:
-                    task = self._poll()
-                if task is not None:
-                    runner.run_task(task)
-                    self._count_one()
-                elif self.config.batch:
-                    return
+                try:
+                    with self.turn:
+                        task = self._poll()
+                    if task is not None:
+                        runner.run_task(task)
+                        self._count_one()
+                    elif self.config.batch:
+                        return
+                except OperationalError as error:
+                    # The database is gone (a restart, a failover): a worker that gave up would leave every
+                    # reply undelivered. A task whose outcome could not be recorded is left to its lease.
+                    if self.config.batch:
+                        raise
+                    logger.warning("Database unavailable (%s); polling again in %s s.", error, DATABASE_RETRY_SECONDS)
+                    self.stopping.wait(DATABASE_RETRY_SECONDS)
         except Exception:
             # As a single-threaded worker would, stop the process (its manager restarts it), gracefully.
             logger.exception("A task thread failed; stopping the worker.")

@@ -1,17 +1,16 @@
 """Turns the tickets' committed events into channel-layer group messages.
 
-A service called from a consumer announces its events on the consumer's database thread, before that
-thread gives its connection back. Inside ``held_announcements()`` they are collected instead, and the
-consumer sends them once its database work is done, so no pooled connection waits on Redis.
+The receiver is async: announced from async code (tickets.hooks.send_held, after the database thread has
+given its connection back) it runs on the event loop; announced from sync code, Django runs it through
+async_to_sync. A broadcast that fails (Redis down or hung) is logged and given up: the events are stored,
+and a client that missed them catches up with resume (G12).
 """
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
 
 from tickets.models import TicketEvent
 
@@ -25,9 +24,6 @@ BROADCAST_TIMEOUT_SECONDS = 2
 # The channel-layer message type consumers implement to forward ``event`` to their WebSocket.
 CLIENT_EVENT = "client.event"
 
-# The list collecting announcements inside held_announcements(); None elsewhere.
-_held = contextvars.ContextVar("held_announcements", default=None)
-
 
 def groups_for(event):
     """The groups that hear of a stored event: the ticket's room, and the inbox or the reader's own group."""
@@ -38,24 +34,9 @@ def groups_for(event):
     return (room, INBOX)
 
 
-def broadcast(sender, *, events, **kwargs):
-    """Receiver of tickets.hooks.announced: send each committed event to its groups (or hold it, see above)."""
-    held = _held.get()
-    if held is not None:
-        held.extend(events)
-        return
-    async_to_sync(send_events)(events)
-
-
-@contextlib.contextmanager
-def held_announcements():
-    """Collect the events announced within (on threads started from here) in the list it yields."""
-    held = []
-    token = _held.set(held)
-    try:
-        yield held
-    finally:
-        _held.reset(token)
+async def broadcast(sender, *, events, **kwargs):
+    """Receiver of tickets.hooks.announced: send each committed event to its groups."""
+    await send_events(events)
 
 
 async def send_to_group(group, wire):
@@ -79,8 +60,11 @@ async def send_events(stored_events):
         async with asyncio.timeout(BROADCAST_TIMEOUT_SECONDS):
             await asyncio.gather(*(send_in_order(group, wire) for group, wire in by_group.items()))
     except TimeoutError:
-        logger.warning(
-            "Broadcast of %d events timed out after %s s; they are stored, and clients catch up with resume.",
-            len(stored_events),
-            BROADCAST_TIMEOUT_SECONDS,
-        )
+        failure = f"timed out after {BROADCAST_TIMEOUT_SECONDS} s"
+    except (OSError, RedisError) as error:
+        failure = f"failed: {type(error).__name__}: {error}"
+    else:
+        return
+    logger.warning(
+        "Broadcast of %d events %s; they are stored, and clients catch up with resume.", len(stored_events), failure
+    )

@@ -3,7 +3,7 @@
 ``record_events`` takes the ticket's next ``seq`` numbers with one ``UPDATE … SET last_seq = last_seq + n
 … RETURNING``: the UPDATE holds the ticket's row lock until commit, so a concurrent writer waits and then
 numbers after it. That makes each ticket's seq gapless and in commit order (a rollback takes its numbers
-back with it). The events are announced through tickets.hooks.announced once the transaction commits.
+back with it). The events are announced (tickets.hooks.announce) once the transaction commits.
 """
 
 from dataclasses import dataclass
@@ -12,7 +12,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ..hooks import announced
+from ..hooks import announce
 from ..models import Ticket, TicketEvent
 
 
@@ -54,7 +54,7 @@ def record_events(ticket, actor, *changes):
         for offset, (kind, data) in enumerate(changes)
     )
     ticket.last_seq = last_seq
-    transaction.on_commit(lambda: announced.send(sender=TicketEvent, events=events), robust=True)
+    transaction.on_commit(lambda: announce(events), robust=True)
     return events
 
 

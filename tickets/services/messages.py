@@ -55,6 +55,8 @@ def record_inbound_message(
             edited_at=early_edit.edited_at if early_edit is not None else None,
         )
         updates = {"last_message_at": message.created_at, "updated_at": message.created_at}
+        if not command:
+            updates |= {"last_notable_message_id": message.pk, "last_notable_author_id": None}
         changes = [message_stored(message)]
         if ticket.status == Ticket.Status.PENDING and not command:
             updates["status"] = Ticket.Status.OPEN.value

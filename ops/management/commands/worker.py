@@ -13,7 +13,8 @@ class Command(db_worker.Command):
     help = (
         "Run the task worker: django-tasks-db's db_worker on --threads threads, with a heartbeat for the health "
         "check and the housekeeping schedule. SIGTERM: finish the current tasks, then exit; a second SIGTERM "
-        "exits at once, leaving the tasks' replies to their lease (the outbox sweep re-drives them)."
+        "exits at once, leaving the tasks' replies to their lease (the outbox sweep re-drives them). While the "
+        "database is unavailable it waits for it rather than exit."
     )
 
     def add_arguments(self, parser):
