@@ -1,16 +1,13 @@
 """Turns the tickets' committed events into channel-layer group messages.
 
-A service called from a consumer announces its events on the consumer's database thread, before that
-thread gives its connection back. Inside ``held_announcements()`` they are collected instead, and the
-consumer sends them once its database work is done, so no pooled connection waits on Redis.
+``broadcast`` is a coroutine receiver: code that holds its announcements (tickets.hooks.held_announcements:
+the webhook, the desk's sockets) awaits it on its event loop once its database work is done; a sync
+sender (the worker, the admin) reaches it through Django's ``async_to_sync``.
 """
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from tickets.models import TicketEvent
@@ -25,9 +22,6 @@ BROADCAST_TIMEOUT_SECONDS = 2
 # The channel-layer message type consumers implement to forward ``event`` to their WebSocket.
 CLIENT_EVENT = "client.event"
 
-# The list collecting announcements inside held_announcements(); None elsewhere.
-_held = contextvars.ContextVar("held_announcements", default=None)
-
 
 def groups_for(event):
     """The groups that hear of a stored event: the ticket's room, and the inbox or the reader's own group."""
@@ -38,24 +32,9 @@ def groups_for(event):
     return (room, INBOX)
 
 
-def broadcast(sender, *, events, **kwargs):
-    """Receiver of tickets.hooks.announced: send each committed event to its groups (or hold it, see above)."""
-    held = _held.get()
-    if held is not None:
-        held.extend(events)
-        return
-    async_to_sync(send_events)(events)
-
-
-@contextlib.contextmanager
-def held_announcements():
-    """Collect the events announced within (on threads started from here) in the list it yields."""
-    held = []
-    token = _held.set(held)
-    try:
-        yield held
-    finally:
-        _held.reset(token)
+async def broadcast(sender, *, events, **kwargs):
+    """Receiver of tickets.hooks.announced: send each committed event to its groups."""
+    await send_events(events)
 
 
 async def send_to_group(group, wire):

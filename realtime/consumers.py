@@ -14,11 +14,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from tickets import queries, services
-from tickets.hooks import agent_typing
+from tickets.hooks import agent_typing, announce_held, held_announcements
 from tickets.models import Ticket
 
 from . import events
-from .broadcast import held_announcements, send_events, send_to_group
+from .broadcast import send_to_group
 from .groups import INBOX, agent_group, ticket_group
 from .protocol import TYPING_EXPIRES_IN_SECONDS, BadFrame, parse_frame
 
@@ -82,13 +82,12 @@ class DeskConsumer(AsyncWebsocketConsumer):
 
     async def call_service(self, function, *args, **kwargs):
         """Run a ticket service on a database thread, then broadcast what it announced (its connection is
-        back in the pool by then: realtime.broadcast.held_announcements)."""
-        with held_announcements() as announced:
+        back in the pool by then: tickets.hooks.held_announcements)."""
+        with held_announcements() as held:
             try:
                 return await on_database_thread(function)(*args, **kwargs)
             finally:
-                if announced:
-                    await send_events(announced)
+                await announce_held(held)
 
 
 class InboxConsumer(DeskConsumer):

@@ -108,7 +108,7 @@ def test_ten_agents_typing_while_telegram_is_slow_do_not_starve_the_webhook(star
     tickets = []
     for number in range(10):
         bot.send_message(200 + number, "hello")  # the customer's chat, as Telegram knows it
-        customer = services.get_or_create_customer(services.TelegramProfile(user_id=200 + number, first_name="C"))
+        customer, _ = services.get_or_create_customer(services.TelegramProfile(user_id=200 + number, first_name="C"))
         tickets.append(services.get_or_open_ticket(customer)[0])
     agents = logged_in_agents(10, settings)
     bot.add_fault("sendChatAction", delay=8, times=None)

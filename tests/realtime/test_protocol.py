@@ -11,11 +11,12 @@ from asgiref.sync import sync_to_async
 
 from bots.application import shutdown_application
 from realtime import events
-from realtime.broadcast import held_announcements, send_to_group
+from realtime.broadcast import send_to_group
 from realtime.groups import ticket_group
 from realtime.protocol import MAX_FRAME_BYTES, TYPING_EXPIRES_IN_SECONDS
 from tests.conftest import unique_bot_token, wait_until
 from tickets import services
+from tickets.hooks import held_announcements
 from tickets.models import Message, ReadCursor, Ticket, TicketEvent
 
 from .conftest import close_all, connect, customer_writes, open_socket

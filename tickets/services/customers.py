@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.utils import timezone
 
 from ..models import Customer
 from .base import storable
@@ -19,27 +19,39 @@ class TelegramProfile:
     language_code: str = ""
 
 
+PROFILE_FIELDS = ("first_name", "last_name", "username", "language_code")
+
+_TABLE = Customer._meta.db_table
+# An UPDATE that changes no key column locks the row as FOR NO KEY UPDATE does (see services.base).
+_UPDATE_PROFILE = (
+    f"UPDATE {_TABLE} SET {', '.join(f'{name} = %s' for name in PROFILE_FIELDS)} "
+    "WHERE telegram_user_id = %s RETURNING *"
+)
+_INSERT = (
+    f"INSERT INTO {_TABLE} (telegram_user_id, {', '.join(PROFILE_FIELDS)}, created_at, last_reply_seq) "
+    "VALUES (%s, %s, %s, %s, %s, %s, 0) ON CONFLICT (telegram_user_id) DO NOTHING RETURNING *"
+)
+
+
 def get_or_create_customer(profile):
-    """The customer for a Telegram user, created on first contact and kept up to date with their profile.
+    """The customer for a Telegram user, created on first contact and kept up to date with their profile;
+    returns (customer, created).
 
     The customer's row stays locked until the caller's transaction ends: everything that changes a
     customer's tickets or their chat's outbox locks the customer first, then the ticket (see lock_customer).
+    One statement for a customer we know; a new one takes two.
     """
-    fields = storable(
-        {
-            "first_name": profile.first_name or "",
-            "last_name": profile.last_name or "",
-            "username": profile.username or "",
-            "language_code": profile.language_code or "",
-        }
-    )
-    with transaction.atomic():
-        # get_or_create retries the lookup (locking) when a concurrent first message inserted the row first.
-        customer, created = Customer.objects.select_for_update(no_key=True).get_or_create(
-            telegram_user_id=profile.user_id, defaults=fields
-        )
-        if not created and any(getattr(customer, name) != value for name, value in fields.items()):
-            Customer.objects.filter(pk=customer.pk).update(**fields)
-            for name, value in fields.items():
-                setattr(customer, name, value)
-    return customer
+    values = list(storable({name: getattr(profile, name) or "" for name in PROFILE_FIELDS}).values())
+    for _ in range(3):
+        customer = _first(Customer.objects.raw(_UPDATE_PROFILE, [*values, profile.user_id]))
+        if customer is not None:
+            return customer, False
+        customer = _first(Customer.objects.raw(_INSERT, [profile.user_id, *values, timezone.now()]))
+        if customer is not None:
+            return customer, True
+        # ON CONFLICT waited for a concurrent first message of the same user to commit its insert: update that.
+    raise RuntimeError(f"Telegram user {profile.user_id}'s customer neither updates nor inserts.")
+
+
+def _first(rows):
+    return next(iter(rows), None)

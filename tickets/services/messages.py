@@ -10,7 +10,7 @@ from ..snapshots import message_data
 from .base import lock_ticket, storable
 from .customers import get_or_create_customer
 from .history import CUSTOMER, record_events
-from .tickets import active_ticket, get_or_open_ticket, reopenable_ticket, ticket_changed
+from .tickets import active_ticket, find_or_open_ticket, reopenable_ticket, ticket_changed
 
 # Telegram redelivers an update for up to 24 hours: an edit whose original has not come by then never will.
 EARLY_EDIT_RETENTION = timedelta(days=2)
@@ -37,10 +37,12 @@ def record_inbound_message(
     (tickets.queries). An edit of this message that arrived before it (EarlyEdit) is applied as it is stored.
     """
     text, attachment = storable(text), storable(attachment)
-    with transaction.atomic():
-        customer = get_or_create_customer(profile)
-        ticket, opened = _ticket_for(customer, _subject_from(text, attachment), command)
-        early_edit = _take_early_edit(profile.user_id, telegram_message_id)
+    # No savepoint: nothing here is rolled back alone; an error undoes the caller's whole transaction.
+    with transaction.atomic(savepoint=False):
+        customer, new_customer = get_or_create_customer(profile)
+        ticket, changes = _ticket_for(customer, _subject_from(text, attachment), command, new_customer)
+        # A new customer has sent nothing yet, so nothing of theirs was edited early.
+        early_edit = None if new_customer else _take_early_edit(profile.user_id, telegram_message_id)
         if early_edit is not None:
             text = early_edit.text
             attachment = early_edit.attachment if early_edit.attachment is not None else attachment
@@ -54,26 +56,27 @@ def record_inbound_message(
             reply_to_telegram_message_id=reply_to_telegram_message_id,
             edited_at=early_edit.edited_at if early_edit is not None else None,
         )
+        opened = bool(changes)
         updates = {"last_message_at": message.created_at, "updated_at": message.created_at}
-        changes = [message_stored(message)]
+        changes.append(message_stored(message))
         if ticket.status == Ticket.Status.PENDING and not command:
             updates["status"] = Ticket.Status.OPEN.value
-        Ticket.objects.filter(pk=ticket.pk).update(**updates)
         for name, value in updates.items():
             setattr(ticket, name, value)
         if "status" in updates:
             changes.append(ticket_changed(ticket, status=[Ticket.Status.PENDING.value, ticket.status]))
-        record_events(ticket, CUSTOMER, *changes)
+        record_events(ticket, CUSTOMER, *changes, ticket_fields=updates)
         message.ticket = ticket
     return message, opened
 
 
-def _ticket_for(customer, subject, command):
-    if command:
+def _ticket_for(customer, subject, command, new_customer):
+    """The ticket the message goes to, and the changes opening it made (to record with the message's)."""
+    if command and not new_customer:
         current = active_ticket(customer, lock=True) or reopenable_ticket(customer, lock=True)
         if current is not None:
-            return current, False
-    return get_or_open_ticket(customer, subject=subject, reopen=not command)
+            return current, []
+    return find_or_open_ticket(customer, subject, reopen=not command, new_customer=new_customer)
 
 
 def _subject_from(text, attachment):
@@ -94,7 +97,7 @@ def record_message_edit(profile, telegram_message_id, *, text, edited_at, attach
     """
     text, attachment = storable(text), storable(attachment)
     with transaction.atomic():
-        customer = get_or_create_customer(profile)
+        customer, _ = get_or_create_customer(profile)
         message = (
             Message.objects.filter(
                 direction=Message.Direction.IN, telegram_message_id=telegram_message_id, ticket__customer=customer

@@ -7,7 +7,7 @@ are delivered one at a time in the order they were queued.
 
 import uuid
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..hooks import reply_queued
@@ -83,37 +83,37 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None):
             client_msg_id = uuid.UUID(str(client_msg_id))
         except ValueError:
             raise TicketRuleError("client_msg_id must be a UUID.") from None
-    with transaction.atomic():
+    # No savepoint: a refusal spoils the caller's transaction, which rolls back (the admin's form does).
+    with transaction.atomic(savepoint=False):
         outbox_seq = take_outbox_seq(ticket.customer_id)
         # Locked, so a colleague closing the ticket right now cannot slip between this check and the insert.
         current = lock_ticket(ticket.pk)
         if client_msg_id is not None:
+            # The customer's lock (the outbox seq) orders two sends of one client_msg_id: the second finds the
+            # first here, committed, so the insert below needs no savepoint to recover from the constraint.
             existing = Message.objects.filter(ticket=current, client_msg_id=client_msg_id).first()
             if existing is not None:
                 return existing, False
         check_can_reach(current)
         now = timezone.now()
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(
-                    ticket=current,
-                    direction=Message.Direction.OUT,
-                    author=author,
-                    text=text,
-                    attachment=attachment,
-                    client_msg_id=client_msg_id,
-                    delivery_status=Message.DeliveryStatus.QUEUED,
-                    delivery_due_at=now,
-                    outbox_seq=outbox_seq,
-                )
-        except IntegrityError:
-            existing = Message.objects.filter(ticket=current, client_msg_id=client_msg_id).first()
-            if existing is None:
-                raise
-            return existing, False
+        message = Message.objects.create(
+            ticket=current,
+            direction=Message.Direction.OUT,
+            author=author,
+            text=text,
+            attachment=attachment,
+            client_msg_id=client_msg_id,
+            delivery_status=Message.DeliveryStatus.QUEUED,
+            delivery_due_at=now,
+            outbox_seq=outbox_seq,
+        )
         reply_queued.send(sender=Message, message=message)
         current.last_message_at = current.updated_at = now
-        Ticket.objects.filter(pk=current.pk).update(last_message_at=now, updated_at=now)
-        record_events(current, Actor.agent(author), message_stored(message))
+        record_events(
+            current,
+            Actor.agent(author),
+            message_stored(message),
+            ticket_fields={"last_message_at": now, "updated_at": now},
+        )
         message.ticket = current
     return message, True

@@ -32,27 +32,43 @@ def get_or_open_ticket(customer, subject="", *, reopen=True):
     arrive at once: the constraint one_active_ticket_per_customer refuses a second, and a reopen changes the
     ticket under its row lock, so concurrent messages reopen it once.
     """
-    with transaction.atomic():
-        for _ in range(3):
-            ticket = active_ticket(customer, lock=True)
-            if ticket is not None:
-                return ticket, False
-            recent = reopenable_ticket(customer) if reopen else None
-            if recent is not None:
-                try:
-                    with transaction.atomic():
-                        return set_status(lock_ticket(recent.pk), Ticket.Status.OPEN, CUSTOMER), False
-                except TicketRuleError:
-                    continue  # closed meanwhile, or another ticket opened: look again
+    with transaction.atomic(savepoint=False):
+        ticket, opening = find_or_open_ticket(customer, subject, reopen=reopen)
+        if opening:
+            record_events(ticket, CUSTOMER, *opening)
+    return ticket, bool(opening)
+
+
+def find_or_open_ticket(customer, subject="", *, reopen=True, new_customer=False):
+    """get_or_open_ticket, but a new ticket's ``opened`` event is left to the caller, who records it with its
+    own change in one go: returns (ticket, the changes to record: [] or the opening). With ``new_customer``
+    (created in this transaction, so without tickets) it opens one without looking."""
+    if new_customer:
+        return _new_ticket(customer, subject)
+    for _ in range(3):
+        ticket = active_ticket(customer, lock=True)
+        if ticket is not None:
+            return ticket, []
+        recent = reopenable_ticket(customer) if reopen else None
+        if recent is not None:
             try:
                 with transaction.atomic():
-                    ticket = Ticket.objects.create(customer=customer, subject=subject[:200])
-            except IntegrityError:
-                # A concurrent message opened it first (one_active_ticket_per_customer): use that one.
-                continue
-            record_events(ticket, CUSTOMER, ticket_changed(ticket, opened=True))
-            return ticket, True
+                    return set_status(lock_ticket(recent.pk), Ticket.Status.OPEN, CUSTOMER), []
+            except TicketRuleError:
+                continue  # closed meanwhile, or another ticket opened: look again
+        try:
+            # In a savepoint: a writer without the customer's lock (an agent reopening an older ticket) may
+            # have made another ticket active meanwhile.
+            with transaction.atomic():
+                return _new_ticket(customer, subject)
+        except IntegrityError:
+            continue  # one_active_ticket_per_customer: use the ticket opened meanwhile
     raise TicketRuleError(f"Could not find or open a ticket for customer {customer.pk}.")
+
+
+def _new_ticket(customer, subject):
+    ticket = Ticket.objects.create(customer=customer, subject=subject[:200])
+    return ticket, [ticket_changed(ticket, opened=True)]
 
 
 def reopenable_ticket(customer, lock=False):
