@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from django.db import connection
 from django.utils import timezone
 
 from ..models import Customer
@@ -21,15 +22,19 @@ class TelegramProfile:
 
 PROFILE_FIELDS = ("first_name", "last_name", "username", "language_code")
 
-_TABLE = Customer._meta.db_table
-# An UPDATE that changes no key column locks the row as FOR NO KEY UPDATE does (see services.base).
-_UPDATE_PROFILE = (
-    f"UPDATE {_TABLE} SET {', '.join(f'{name} = %s' for name in PROFILE_FIELDS)} "
-    "WHERE telegram_user_id = %s RETURNING *"
-)
-_INSERT = (
-    f"INSERT INTO {_TABLE} (telegram_user_id, {', '.join(PROFILE_FIELDS)}, created_at, last_reply_seq) "
-    "VALUES (%s, %s, %s, %s, %s, %s, 0) ON CONFLICT (telegram_user_id) DO NOTHING RETURNING *"
+# Whether the row returned was inserted rather than updated: PostgreSQL leaves xmax 0 only on a row version
+# no transaction has locked, which the update branch of ON CONFLICT always does. SQLite (development, one
+# writer at a time) says False, which only costs a new customer the lookups of an existing one.
+_INSERTED = {"postgresql": "xmax = 0"}
+
+# One statement, whichever branch it takes: the profile is kept up to date, and the row stays locked until the
+# transaction ends (ON CONFLICT DO UPDATE locks it as FOR NO KEY UPDATE does: no key column changes).
+_COLUMNS = ", ".join(PROFILE_FIELDS)
+_UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in PROFILE_FIELDS)
+_UPSERT = (
+    f"INSERT INTO {Customer._meta.db_table} (telegram_user_id, {_COLUMNS}, created_at, last_reply_seq) "
+    "VALUES (%s, %s, %s, %s, %s, %s, 0) "
+    f"ON CONFLICT (telegram_user_id) DO UPDATE SET {_UPDATES} RETURNING *, {{inserted}} AS created"
 )
 
 
@@ -39,19 +44,9 @@ def get_or_create_customer(profile):
 
     The customer's row stays locked until the caller's transaction ends: everything that changes a
     customer's tickets or their chat's outbox locks the customer first, then the ticket (see lock_customer).
-    One statement for a customer we know; a new one takes two.
+    A concurrent first message of the same user waits for this one's insert, then updates that row.
     """
-    values = list(storable({name: getattr(profile, name) or "" for name in PROFILE_FIELDS}).values())
-    for _ in range(3):
-        customer = _first(Customer.objects.raw(_UPDATE_PROFILE, [*values, profile.user_id]))
-        if customer is not None:
-            return customer, False
-        customer = _first(Customer.objects.raw(_INSERT, [profile.user_id, *values, timezone.now()]))
-        if customer is not None:
-            return customer, True
-        # ON CONFLICT waited for a concurrent first message of the same user to commit its insert: update that.
-    raise RuntimeError(f"Telegram user {profile.user_id}'s customer neither updates nor inserts.")
-
-
-def _first(rows):
-    return next(iter(rows), None)
+    values = storable({name: getattr(profile, name) or "" for name in PROFILE_FIELDS}).values()
+    sql = _UPSERT.format(inserted=_INSERTED.get(connection.vendor, "FALSE"))
+    (customer,) = Customer.objects.raw(sql, [profile.user_id, *values, timezone.now()])
+    return customer, bool(customer.created)

@@ -88,12 +88,16 @@ def active_ticket(customer, lock=False):
     """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction.
 
     Locking matters to writers: PostgreSQL re-checks the status once a concurrent change (an agent
-    closing the ticket) commits, so a message never lands in a ticket that was closed meanwhile.
+    closing the ticket) commits, so a message never lands in a ticket that was closed meanwhile. The
+    ticket comes with ``customer`` as given; its assignee is loaded if asked for (messages rarely need it).
     """
-    tickets = Ticket.objects.select_related("customer", "assignee")
+    tickets = Ticket.objects.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES)
     if lock:
-        tickets = tickets.select_for_update(of=("self",), no_key=True)
-    return tickets.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES).first()
+        tickets = tickets.select_for_update(no_key=True)
+    ticket = next(iter(tickets[:1]), None)  # one at most (one_active_ticket_per_customer): no ORDER BY
+    if ticket is not None:
+        ticket.customer = customer
+    return ticket
 
 
 def assign_ticket(ticket, assignee, *, acting_user):
