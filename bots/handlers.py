@@ -132,20 +132,22 @@ def _record(update, command=False):
 def customer_message(update):
     message, ticket_opened = _record(update)
     if ticket_opened:
-        services.queue_reply(message.ticket, TICKET_OPENED.format(number=message.ticket.pk), author=None)
+        services.queue_reply(message.ticket, TICKET_OPENED.format(number=message.ticket.pk), author=None, locked=True)
 
 
 def start_command(update):
     message, _ = _record(update, command=True)
     first_name = update.effective_user.first_name
-    services.queue_reply(message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""), author=None)
+    services.queue_reply(
+        message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""), author=None, locked=True
+    )
 
 
 def new_command(update):
     customer, _ = services.get_or_create_customer(profile_of(update.effective_user))
     services.start_new_ticket(customer)
     message, _ = _record(update)
-    services.queue_reply(message.ticket, NEW_TICKET.format(number=message.ticket.pk), author=None)
+    services.queue_reply(message.ticket, NEW_TICKET.format(number=message.ticket.pk), author=None, locked=True)
 
 
 def status_command(update):
@@ -157,7 +159,7 @@ def status_command(update):
     answer = STATUS.format(number=ticket.pk, status=status)
     if ticket.status == Ticket.Status.RESOLVED:
         answer += REOPEN_HINT
-    services.queue_reply(ticket, answer, author=None)
+    services.queue_reply(ticket, answer, author=None, locked=True)
 
 
 def edited_message(update):

@@ -70,11 +70,13 @@ def check_can_reach(ticket):
         raise TicketRuleError(f"Ticket #{ticket.pk}'s customer was forgotten; they cannot be written to.")
 
 
-def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None):
+def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, locked=False):
     """Store an outbound reply and hand it to the outbound channel in the same transaction (the outbox).
 
     ``author`` is the acting agent, or None for the bot's automatic replies. With ``client_msg_id`` the
-    call is idempotent: a repeat returns the reply already stored. Returns (message, created).
+    call is idempotent: a repeat returns the reply already stored. ``locked`` says ``ticket`` is as the
+    caller's transaction locked it (the bot answering the message it has just stored), so it is not
+    locked and read again. Returns (message, created).
     """
     text, attachment = storable(text or "").strip(), storable(attachment)
     check_reply(text, attachment)
@@ -87,7 +89,7 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None):
     with transaction.atomic(savepoint=False):
         outbox_seq = take_outbox_seq(ticket.customer_id)
         # Locked, so a colleague closing the ticket right now cannot slip between this check and the insert.
-        current = lock_ticket(ticket.pk)
+        current = ticket if locked else lock_ticket(ticket.pk)
         if client_msg_id is not None:
             # The customer's lock (the outbox seq) orders two sends of one client_msg_id: the second finds the
             # first here, committed, so the insert below needs no savepoint to recover from the constraint.
