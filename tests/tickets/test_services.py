@@ -364,3 +364,37 @@ def test_a_message_arriving_while_an_agent_closes_the_ticket_opens_a_new_one():
     assert ticket.status == Ticket.Status.CLOSED
     assert not ticket.messages.filter(text="still there?").exists()
     assert results["message"].ticket.status == Ticket.Status.OPEN
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_message_waiting_for_the_customer_while_its_early_edit_commits_is_stored_edited():
+    ticket = inbound()[0].ticket
+    edit_kept = threading.Event()
+    release = threading.Event()
+    results = {}
+
+    def edit_arrives_first():
+        with transaction.atomic():  # holds the customer's row lock until the edit is committed
+            services.record_message_edit(ALICE, 2, text="edited", edited_at=timezone.now())
+            edit_kept.set()
+            release.wait(20)
+        connection.close()
+
+    def original_arrives():
+        edit_kept.wait(20)
+        results["message"] = inbound(text="original", telegram_message_id=2)[0]
+        connection.close()
+
+    threads = [threading.Thread(target=edit_arrives_first), threading.Thread(target=original_arrives)]
+    for thread in threads:
+        thread.start()
+    # The original's transaction waits for the customer's lock: the edit commits while it waits, and the
+    # statements after the lock (not the one that waited) must see it.
+    wait_for_lock_wait("the original to wait for the customer's lock")
+    release.set()
+    for thread in threads:
+        thread.join()
+
+    assert (results["message"].ticket, results["message"].text) == (ticket, "edited")
+    assert Message.objects.get(pk=results["message"].pk).text == "edited"

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Exists
 from django.utils import timezone
 
 from ..models import EarlyEdit, Message, Ticket, TicketEvent
@@ -10,7 +11,7 @@ from ..snapshots import message_data
 from .base import lock_ticket, storable
 from .customers import get_or_create_customer
 from .history import CUSTOMER, record_events
-from .tickets import active_ticket, find_or_open_ticket, reopenable_ticket, ticket_changed
+from .tickets import active_ticket, find_or_open_ticket, open_ticket, reopenable_ticket, ticket_changed
 
 # Telegram redelivers an update for up to 24 hours: an edit whose original has not come by then never will.
 EARLY_EDIT_RETENTION = timedelta(days=2)
@@ -40,9 +41,9 @@ def record_inbound_message(
     # No savepoint: nothing here is rolled back alone; an error undoes the caller's whole transaction.
     with transaction.atomic(savepoint=False):
         customer, new_customer = get_or_create_customer(profile)
-        ticket, changes = _ticket_for(customer, _subject_from(text, attachment), command, new_customer)
-        # A new customer has sent nothing yet, so nothing of theirs was edited early.
-        early_edit = None if new_customer else _take_early_edit(profile.user_id, telegram_message_id)
+        ticket, changes, early_edit = _ticket_and_early_edit(
+            customer, new_customer, _subject_from(text, attachment), command, telegram_message_id
+        )
         if early_edit is not None:
             text = early_edit.text
             attachment = early_edit.attachment if early_edit.attachment is not None else attachment
@@ -70,13 +71,25 @@ def record_inbound_message(
     return message, opened
 
 
-def _ticket_for(customer, subject, command, new_customer):
-    """The ticket the message goes to, and the changes opening it made (to record with the message's)."""
-    if command and not new_customer:
-        current = active_ticket(customer, lock=True) or reopenable_ticket(customer, lock=True)
-        if current is not None:
-            return current, []
-    return find_or_open_ticket(customer, subject, reopen=not command, new_customer=new_customer)
+def _ticket_and_early_edit(customer, new_customer, subject, command, telegram_message_id):
+    """The ticket the message goes to, the changes opening it made (to record with the message's), and the
+    edit of the message that arrived before it, if one did (taken). For a known customer's active ticket
+    that is one statement: its lookup also says whether an early edit is waiting (rarely)."""
+    if new_customer:  # no tickets yet, and nothing of theirs was edited early
+        ticket, changes = open_ticket(customer, subject)
+        return ticket, changes, None
+    early_edits = EarlyEdit.objects.filter(
+        telegram_user_id=customer.telegram_user_id, telegram_message_id=telegram_message_id
+    )
+    ticket = active_ticket(customer, lock=True, early_edit_waiting=Exists(early_edits))
+    if ticket is not None:
+        return ticket, [], _take_early_edit(early_edits) if ticket.early_edit_waiting else None
+    changes = []
+    # A command goes to the recently resolved ticket, leaving it resolved; a message reopens it.
+    ticket = reopenable_ticket(customer, lock=True) if command else None
+    if ticket is None:
+        ticket, changes = find_or_open_ticket(customer, subject, reopen=not command)
+    return ticket, changes, _take_early_edit(early_edits)
 
 
 def _subject_from(text, attachment):
@@ -133,10 +146,8 @@ def _keep_early_edit(telegram_user_id, telegram_message_id, text, attachment, ed
         EarlyEdit.objects.create(telegram_user_id=telegram_user_id, telegram_message_id=telegram_message_id, **latest)
 
 
-def _take_early_edit(telegram_user_id, telegram_message_id):
-    early_edit = EarlyEdit.objects.filter(
-        telegram_user_id=telegram_user_id, telegram_message_id=telegram_message_id
-    ).first()
+def _take_early_edit(early_edits):
+    early_edit = early_edits.first()
     if early_edit is not None:
         early_edit.delete()
     return early_edit

@@ -85,8 +85,9 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
             client_msg_id = uuid.UUID(str(client_msg_id))
         except ValueError:
             raise TicketRuleError("client_msg_id must be a UUID.") from None
-    # No savepoint: a refusal spoils the caller's transaction, which rolls back (the admin's form does).
-    with transaction.atomic(savepoint=False):
+    # A refusal below (check_can_reach) is rolled back alone, so a caller may go on; the bot's ticket, as its
+    # transaction locked it, cannot be refused, so there is nothing to roll back alone and no savepoint.
+    with transaction.atomic(savepoint=not locked):
         outbox_seq = take_outbox_seq(ticket.customer_id)
         # Locked, so a colleague closing the ticket right now cannot slip between this check and the insert.
         current = ticket if locked else lock_ticket(ticket.pk)

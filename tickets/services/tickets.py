@@ -39,12 +39,9 @@ def get_or_open_ticket(customer, subject="", *, reopen=True):
     return ticket, bool(opening)
 
 
-def find_or_open_ticket(customer, subject="", *, reopen=True, new_customer=False):
+def find_or_open_ticket(customer, subject="", *, reopen=True):
     """get_or_open_ticket, but a new ticket's ``opened`` event is left to the caller, who records it with its
-    own change in one go: returns (ticket, the changes to record: [] or the opening). With ``new_customer``
-    (created in this transaction, so without tickets) it opens one without looking."""
-    if new_customer:
-        return _new_ticket(customer, subject)
+    own change in one go: returns (ticket, the changes to record: [] or the opening)."""
     for _ in range(3):
         ticket = active_ticket(customer, lock=True)
         if ticket is not None:
@@ -60,13 +57,15 @@ def find_or_open_ticket(customer, subject="", *, reopen=True, new_customer=False
             # In a savepoint: a writer without the customer's lock (an agent reopening an older ticket) may
             # have made another ticket active meanwhile.
             with transaction.atomic():
-                return _new_ticket(customer, subject)
+                return open_ticket(customer, subject)
         except IntegrityError:
             continue  # one_active_ticket_per_customer: use the ticket opened meanwhile
     raise TicketRuleError(f"Could not find or open a ticket for customer {customer.pk}.")
 
 
-def _new_ticket(customer, subject):
+def open_ticket(customer, subject):
+    """A new open ticket of ``customer``, who has no active one (one created in this transaction, say);
+    returns (ticket, the change to record: its opening)."""
     ticket = Ticket.objects.create(customer=customer, subject=subject[:200])
     return ticket, [ticket_changed(ticket, opened=True)]
 
@@ -84,14 +83,15 @@ def reopenable_ticket(customer, lock=False):
     return latest if latest.resolved_at > timezone.now() - window else None
 
 
-def active_ticket(customer, lock=False):
-    """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction.
+def active_ticket(customer, lock=False, **annotations):
+    """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction;
+    ``annotations`` are read with it, in the same statement.
 
     Locking matters to writers: PostgreSQL re-checks the status once a concurrent change (an agent
     closing the ticket) commits, so a message never lands in a ticket that was closed meanwhile. The
     ticket comes with ``customer`` as given; its assignee is loaded if asked for (messages rarely need it).
     """
-    tickets = Ticket.objects.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES)
+    tickets = Ticket.objects.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES).annotate(**annotations)
     if lock:
         tickets = tickets.select_for_update(no_key=True)
     ticket = next(iter(tickets[:1]), None)  # one at most (one_active_ticket_per_customer): no ORDER BY
