@@ -7,6 +7,7 @@
   the bench counts database round trips per update (one per ReadyForQuery).
 """
 
+import asyncio
 import itertools
 import os
 import time
@@ -35,15 +36,19 @@ _redis = None
 
 
 async def note_broadcast(sender, *, events, **kwargs):
-    # A coroutine like realtime's receiver, so that a server announcing from its event loop calls it just
-    # before the broadcast, on the loop (no thread hop); the one blocking RPUSH is the probe's own cost.
-    global _redis
+    # Async like realtime's receiver, and connected before it: Django starts it first, so the time is taken
+    # before the broadcast's first step (a sync receiver would run beside it, in a thread).
     now = time.time()
+    await asyncio.to_thread(_push, [f"{event.ticket_id} {event.seq} {now}" for event in events])
+
+
+def _push(lines):
+    global _redis
     if _redis is None:
         import redis
 
         _redis = redis.Redis.from_url(settings.REDIS_URL)
-    _redis.rpush(settings.BENCH_BROADCAST_LOG, *(f"{event.ticket_id} {event.seq} {now}" for event in events))
+    _redis.rpush(settings.BENCH_BROADCAST_LOG, *lines)
 
 
 _traced = {}

@@ -63,6 +63,12 @@ GENERATE = [
               t.last_message_at - make_interval(mins => (%(per_ticket)s - k)::int), NULL
        FROM generate_series(1, %(per_ticket)s) k CROSS JOIN tickets_ticket t
        ORDER BY k, t.id""",
+    # Each ticket's latest notable message (not a command, not an automatic reply), as the services keep it.
+    """UPDATE tickets_ticket t SET last_notable_message_id = m.id, last_notable_author_id = m.author_id
+       FROM (SELECT DISTINCT ON (ticket_id) ticket_id, id, author_id FROM tickets_message
+             WHERE NOT is_command AND (direction = 'in' OR author_id IS NOT NULL)
+             ORDER BY ticket_id, id DESC) m
+       WHERE m.ticket_id = t.id""",
     """UPDATE tickets_ticket SET assignee_id = %(reader)s
        WHERE assignee_id = (SELECT id FROM auth_user WHERE username = 'bench-agent-1')""",
     # The measuring agent has read half of the tickets up to their last inbound message.

@@ -12,8 +12,10 @@ import logging
 import mimetypes
 
 import httpx
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.http import JsonResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
@@ -68,6 +70,9 @@ def megabytes(size):
 async def attachment(request, message_id):
     """GET the file attached to the customer's message ``message_id``, for an agent."""
     attached = await Message.objects.filter(pk=message_id).values_list("attachment", flat=True).afirst()
+    # Hand the request's database connection back to the pool (on the thread that holds it) before
+    # waiting on Telegram and streaming the file (G9): Django would keep it until the response closes.
+    await sync_to_async(give_back_connection)()
     if not isinstance(attached, dict) or not attached.get("file_id"):
         return refusal(404, f"Message {message_id} has no file attached.")
     limit = settings.DESK_ATTACHMENT_MAX_BYTES
@@ -111,6 +116,10 @@ async def attachment(request, message_id):
     response["Cache-Control"] = f"private, max-age={BROWSER_CACHE_SECONDS}, immutable"
     response["Content-Security-Policy"] = FILE_POLICY
     return response
+
+
+def give_back_connection():
+    connection.close()  # looked up here, on the thread that owns the connection
 
 
 def too_large(size, limit):

@@ -22,7 +22,7 @@ from telegram import Update
 from telegram.ext import CommandHandler, MessageHandler, filters
 
 from tickets import services
-from tickets.hooks import announce_held, held_announcements
+from tickets.hooks import held_announcements, send_held
 from tickets.models import Ticket
 
 from .db_executor import run_in_db_thread
@@ -71,7 +71,7 @@ async def _process_and_announce(bot_id, update, handler, report):
         except Exception as error:  # rolled back: nothing to announce
             report.error = error
             return
-    await announce_held(held)
+    await send_held(held)
 
 
 def update_kind(update):

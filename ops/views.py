@@ -1,10 +1,15 @@
-"""Readiness for load balancers and orchestrators: GET /readyz (liveness, /healthz, does no I/O)."""
+"""The health probes: GET /healthz (liveness, no I/O) and GET /readyz (readiness, the health checks).
+
+They are answered by ``probes_first``, the outermost middleware, before anything else runs: load
+balancers and process supervisors probe a server by its address (``Host: 10.0.0.5:8000``), which
+``ALLOWED_HOSTS`` would refuse with 400, and a probe needs no session, CSRF check or HTTPS redirect.
+"""
 
 import asyncio
 
-from django.http import JsonResponse
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
+from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.utils.cache import add_never_cache_headers
 
 from .health import check_health
 
@@ -13,8 +18,11 @@ from .health import check_health
 _in_flight = None
 
 
-@never_cache
-@require_GET
+async def healthz(request):
+    """Liveness: the process is up and serving requests."""
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
 async def readyz(request):
     """The health report as JSON (see ops.health); 503 when a critical check fails. Answers within
     HEALTH_TIMEOUT whatever the services do, and says nothing about hosts, secrets or settings."""
@@ -29,3 +37,32 @@ async def readyz(request):
 def _finished(task):
     global _in_flight
     _in_flight = None
+
+
+PROBES = {"/healthz": healthz, "/readyz": readyz}
+
+
+async def answer_probe(request, probe):
+    response = await probe(request) if request.method in ("GET", "HEAD") else HttpResponseNotAllowed(["GET"])
+    add_never_cache_headers(response)
+    return response
+
+
+def probes_first(get_response):
+    """Middleware (first in MIDDLEWARE): answer the probes, pass everything else on."""
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            probe = PROBES.get(request.path_info)
+            return await get_response(request) if probe is None else await answer_probe(request, probe)
+
+        return markcoroutinefunction(middleware)
+
+    def middleware(request):
+        probe = PROBES.get(request.path_info)
+        return get_response(request) if probe is None else async_to_sync(answer_probe)(request, probe)
+
+    return middleware
+
+
+probes_first.sync_capable = probes_first.async_capable = True

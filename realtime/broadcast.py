@@ -1,14 +1,16 @@
 """Turns the tickets' committed events into channel-layer group messages.
 
-``broadcast`` is a coroutine receiver: code that holds its announcements (tickets.hooks.held_announcements:
-the webhook, the desk's sockets) awaits it on its event loop once its database work is done; a sync
-sender (the worker, the admin) reaches it through Django's ``async_to_sync``.
+The receiver is async: announced from async code (tickets.hooks.send_held, after the database thread has
+given its connection back) it runs on the event loop; announced from sync code, Django runs it through
+async_to_sync. A broadcast that fails (Redis down or hung) is logged and given up: the events are stored,
+and a client that missed them catches up with resume (G12).
 """
 
 import asyncio
 import logging
 
 from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
 
 from tickets.models import TicketEvent
 
@@ -55,8 +57,11 @@ async def send_events(stored_events):
         async with asyncio.timeout(BROADCAST_TIMEOUT_SECONDS):
             await asyncio.gather(*(send_to_group(group, wire_events) for group, wire_events in by_group.items()))
     except TimeoutError:
-        logger.warning(
-            "Broadcast of %d events timed out after %s s; they are stored, and clients catch up with resume.",
-            len(stored_events),
-            BROADCAST_TIMEOUT_SECONDS,
-        )
+        failure = f"timed out after {BROADCAST_TIMEOUT_SECONDS} s"
+    except (OSError, RedisError) as error:
+        failure = f"failed: {type(error).__name__}: {error}"
+    else:
+        return
+    logger.warning(
+        "Broadcast of %d events %s; they are stored, and clients catch up with resume.", len(stored_events), failure
+    )

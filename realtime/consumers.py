@@ -14,17 +14,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from tickets import queries, services
-from tickets.hooks import agent_typing, announce_held, held_announcements
+from tickets.hooks import agent_typing, held_announcements, send_held
 from tickets.models import Ticket
 
 from . import events
 from .broadcast import send_to_group
-from .groups import INBOX, agent_group, ticket_group
+from .groups import INBOX, agent_group, agent_sockets, ticket_group
 from .protocol import TYPING_EXPIRES_IN_SECONDS, BadFrame, parse_frame
+from .sessions import NOT_AUTHENTICATED, NOT_STAFF, session_tag
 
-# Close codes (SPEC §4). The socket is accepted first, so that the client sees the code.
-NOT_AUTHENTICATED = 4401
-NOT_STAFF = 4403
+# Close codes (SPEC §4, with realtime.sessions'). The socket is accepted first, so that the client sees the code.
 NO_SUCH_TICKET = 4404
 
 
@@ -48,6 +47,8 @@ class DeskConsumer(AsyncWebsocketConsumer):
         if not (user.is_active and user.is_staff):
             return await self.refuse(NOT_STAFF)
         self.user = user
+        self.session = session_tag(self.scope["session"].session_key)
+        await self.join(agent_sockets(user.pk))
         if await self.open():
             await self.accept()
 
@@ -70,6 +71,11 @@ class DeskConsumer(AsyncWebsocketConsumer):
             return await self.send_event(events.error_event(bad.code, bad.detail))
         await getattr(self, f"on_{kind}")(**fields)
 
+    async def session_ended(self, message):
+        """realtime.sessions: the agent logged out of this socket's session, or may no longer use the desk."""
+        if message["session"] in (None, self.session):
+            await self.close(message["code"])
+
     async def client_events(self, message):
         """A channel-layer message of type realtime.broadcast.CLIENT_EVENTS: events for this socket's client."""
         for event in message["events"]:
@@ -84,11 +90,11 @@ class DeskConsumer(AsyncWebsocketConsumer):
     async def call_service(self, function, *args, **kwargs):
         """Run a ticket service on a database thread, then broadcast what it announced (its connection is
         back in the pool by then: tickets.hooks.held_announcements)."""
-        with held_announcements() as held:
+        with held_announcements() as announced:
             try:
                 return await on_database_thread(function)(*args, **kwargs)
             finally:
-                await announce_held(held)
+                await send_held(announced)
 
 
 class InboxConsumer(DeskConsumer):
@@ -111,8 +117,9 @@ class InboxConsumer(DeskConsumer):
 
 
 def _customer_chat(ticket_id):
-    """The Telegram chat of the ticket's customer, or None if there is no such ticket."""
-    return Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id", flat=True).first()
+    """(the Telegram chat of the ticket's customer,) — (None,) once the customer was forgotten — or None
+    if there is no such ticket."""
+    return Ticket.objects.filter(pk=ticket_id).values_list("customer__telegram_user_id").first()
 
 
 def _queue_reply(ticket_id, text, author, client_msg_id):
@@ -144,10 +151,11 @@ class TicketConsumer(DeskConsumer):
 
     async def open(self):
         self.ticket_id = self.scope["url_route"]["kwargs"]["ticket_id"]
-        self.chat_id = await on_database_thread(_customer_chat)(self.ticket_id)
-        if self.chat_id is None:
+        found = await on_database_thread(_customer_chat)(self.ticket_id)
+        if found is None:
             await self.refuse(NO_SUCH_TICKET)
             return False
+        (self.chat_id,) = found
         # Subscribed before any history is read, so nothing committed from now on can be missed.
         await self.join(ticket_group(self.ticket_id))
         return True
@@ -221,7 +229,7 @@ class TicketConsumer(DeskConsumer):
 
     async def on_typing(self, state):
         await self.relay_typing(state)
-        if state == "start":
+        if state == "start" and self.chat_id is not None:
             self.show_typing_in_telegram()
 
     async def relay_typing(self, state):

@@ -70,6 +70,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # GET /healthz and /readyz, answered before host validation and the rest (ops.views).
+    "ops.views.probes_first",
     "django.middleware.security.SecurityMiddleware",
     "supportsite.csp.ContentSecurityPolicyMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -109,8 +111,10 @@ if DATABASE_URL:
         default_db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": env_number("DATABASE_POOL_MIN_SIZE", 2),
             "max_size": env_number("DATABASE_POOL_MAX_SIZE", 10),
-            # Seconds a request waits for a free connection before failing (503 at the webhook).
-            "timeout": env_number("DATABASE_POOL_TIMEOUT", 10),
+            # Seconds a request waits for a free connection before failing (503 at the webhook). While the
+            # database is down every request waits this long, so it stays well under Telegram's webhook
+            # timeout (the sandbox's is 10 s); under load the waits are far shorter.
+            "timeout": env_number("DATABASE_POOL_TIMEOUT", 5),
         }
         default_db["OPTIONS"].setdefault("connect_timeout", 5)
         # Behind PgBouncer in transaction mode a server connection is only ours for one transaction:
@@ -287,7 +291,10 @@ if not TELEGRAM_WEBHOOK_SECRET:
             "refuses updates without it. Use 1-256 characters of A-Z, a-z, 0-9, _ and -."
         )
     TELEGRAM_WEBHOOK_SECRET = "sandbox-webhook-secret"  # noqa: S105
-TELEGRAM_WEBHOOK_URL = os.environ.get("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:8000/telegram/webhook/")
+# The development default follows `make run WEB_PORT=…`.
+TELEGRAM_WEBHOOK_URL = os.environ.get(
+    "TELEGRAM_WEBHOOK_URL", f"http://127.0.0.1:{os.environ.get('WEB_PORT', '8000')}/telegram/webhook/"
+)
 TELEGRAM_WEBHOOK_MAX_CONNECTIONS = env_number("TELEGRAM_WEBHOOK_MAX_CONNECTIONS", 40)
 
 # --- HTTP ---------------------------------------------------------------------------------------
@@ -304,8 +311,6 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    # Health probes come from the load balancer over plain HTTP.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 CSRF_TRUSTED_ORIGINS = env_list(
     "DJANGO_CSRF_TRUSTED_ORIGINS",
     ",".join(f"{'https' if HTTPS else 'http'}://{host}" for host in ALLOWED_HOSTS if host != "*"),

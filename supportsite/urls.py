@@ -1,19 +1,11 @@
 from django.contrib import admin
-from django.http import HttpResponse
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
 from bots.attachments import attachment
 from bots.webhook import telegram_webhook
-from ops.views import readyz
 from tickets import views as desk
-
-
-def healthz(request):
-    """Liveness: the process is up and serving requests."""
-    return HttpResponse("ok\n", content_type="text/plain")
-
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -24,8 +16,7 @@ urlpatterns = [
     # The desk's attachments come from Telegram, which is bots' to talk to.
     path("desk/attachments/<int:message_id>/", attachment, name="desk-attachment"),
     path("telegram/webhook/", telegram_webhook, name="telegram-webhook"),
-    path("healthz", healthz, name="healthz"),
-    path("readyz", readyz, name="readyz"),
+    # GET /healthz and /readyz are answered by a middleware (ops.views.probes_first).
     # Browsers ask for it whatever the page says.
     path("favicon.ico", RedirectView.as_view(url=static("desk/favicon.svg"))),
 ]

@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that need a service shared across processes are marked needs_redis /
 needs_postgres: they skip on the embedded defaults and fail instead when SUPPORTSITE_REQUIRE_SERVICES=1
-(as in CI), so CI can never pass with them skipped."""
+(as in CI), so CI can never pass with them skipped. The fault drills (tests/drills, marked drill) start
+PostgreSQL and Redis servers of their own, so they need those servers' binaries, not the services."""
 
 import asyncio
 import itertools
@@ -33,12 +34,18 @@ BASE_DIR = Path(settings.BASE_DIR)
 
 
 def pytest_collection_modifyitems(config, items):
+    from tests.drills.postgres import can_run_postgres  # imported here: it imports this module
+
     require = os.environ.get("SUPPORTSITE_REQUIRE_SERVICES") == "1"
     has_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
     missing = {
         "needs_redis": (not settings.REDIS_URL, "set REDIS_URL"),
         "needs_postgres": (not has_postgres, "set DATABASE_URL"),
         "needs_nginx": (shutil.which("nginx") is None, "install nginx"),
+        "drill": (
+            not can_run_postgres() or shutil.which("redis-server") is None,
+            "install the PostgreSQL server and redis-server",
+        ),
     }
     for item in items:
         for marker, (is_missing, what_to_do) in missing.items():

@@ -3,9 +3,9 @@
 tickets imports nothing from bots or realtime; they connect receivers here (in their AppConfig.ready):
 
 - ``announced``, after the transaction that stored them commits: ``events``, the ticket's new
-  ``TicketEvent`` rows. realtime broadcasts them. Inside ``held_announcements()`` the events are
-  collected instead, for the holder to announce from async code (``announce_held``) once its database
-  work is done, so no database thread or pooled connection waits on the receivers.
+  ``TicketEvent`` rows. realtime broadcasts them (to Redis). Code that stores events on a database thread
+  for an async caller wraps that call in ``held_announcements()`` and then awaits ``send_held``, so the
+  thread gives its pooled connection back before anything waits on the receivers.
 - ``reply_queued``, inside the transaction that stores an outbound reply: ``message``. bots enqueues its
   delivery there, so the reply and its delivery commit together or not at all.
 - ``customer_forgotten``, inside the transaction that forgets a customer (tickets.services.forget_customer):
@@ -17,33 +17,35 @@ tickets imports nothing from bots or realtime; they connect receivers here (in t
 
 import contextlib
 import contextvars
+import logging
 
 from django.dispatch import Signal
 
 from .models import TicketEvent
+
+logger = logging.getLogger(__name__)
 
 announced = Signal()
 reply_queued = Signal()
 customer_forgotten = Signal()
 agent_typing = Signal()
 
-# The list collecting committed events inside held_announcements(); None elsewhere.
+# The list collecting announcements inside held_announcements(); None elsewhere.
 _held = contextvars.ContextVar("held_announcements", default=None)
 
 
 def announce(events):
-    """Announce committed ``events`` now, or hold them for the enclosing held_announcements()."""
+    """Announce ``events``, just committed: to the receivers now, or into the enclosing held_announcements()."""
     held = _held.get()
-    if held is not None:
-        held.extend(events)
-    else:
+    if held is None:
         announced.send(sender=TicketEvent, events=events)
+    else:
+        held.extend(events)
 
 
 @contextlib.contextmanager
 def held_announcements():
-    """Collect the events committed within (on threads that run in a copy of this context) in the list it
-    yields, instead of announcing them at commit."""
+    """Collect the events announced within (also on threads started from here) in the list it yields."""
     held = []
     token = _held.set(held)
     try:
@@ -52,7 +54,10 @@ def held_announcements():
         _held.reset(token)
 
 
-async def announce_held(events):
-    """Announce held events from async code; a receiver's failure is logged (by Django), never raised."""
-    if events:
-        await announced.asend_robust(sender=TicketEvent, events=events)
+async def send_held(events):
+    """Announce held ``events`` from async code. They are committed: a receiver's failure is logged, not raised."""
+    if not events:
+        return
+    for receiver, outcome in await announced.asend_robust(sender=TicketEvent, events=events):
+        if isinstance(outcome, Exception):
+            logger.error("Announcing %d events to %s failed.", len(events), receiver.__qualname__, exc_info=outcome)

@@ -6,7 +6,7 @@ constraints declared here.
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, OrderBy, Q
 
 
 class Customer(models.Model):
@@ -45,6 +45,27 @@ class Customer(models.Model):
         return full_name or (f"@{self.username}" if self.username else f"Telegram user {self.telegram_user_id}")
 
 
+# Most recent conversation first, tickets without messages last: how the desk and the admin list tickets.
+RECENT_FIRST = (F("last_message_at").desc(nulls_last=True), F("id").desc())
+
+
+class NullsLastIndex(models.Index):
+    """An index with ``desc(nulls_last=True)`` columns, from which PostgreSQL reads ``ORDER BY … DESC NULLS
+    LAST`` without sorting. SQLite cannot say NULLS LAST in an index, nor needs to: it sorts NULLs last in
+    descending order anyway."""
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        if schema_editor.connection.vendor != "sqlite":
+            return super().create_sql(model, schema_editor, using=using, **kwargs)
+        expressions = [
+            OrderBy(expression.expression, descending=expression.descending)
+            if isinstance(expression, OrderBy)
+            else expression
+            for expression in self.expressions
+        ]
+        return models.Index(*expressions, name=self.name).create_sql(model, schema_editor, using=using, **kwargs)
+
+
 class Ticket(models.Model):
     """One conversation with a customer. A customer has at most one active (open or pending) ticket."""
 
@@ -64,6 +85,7 @@ class Ticket(models.Model):
         null=True,
         blank=True,
         related_name="assigned_tickets",
+        db_index=False,  # ticket_assignee_idx starts with it
     )
     subject = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -73,6 +95,13 @@ class Ticket(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     # The seq of the ticket's latest event (see TicketEvent); incremented under the ticket's row lock.
     last_seq = models.PositiveBigIntegerField(default=0)
+    # The ticket's latest notable message (one that is unread for agents who have not read it: tickets.queries)
+    # and its author (none for the customer's), set with last_message_at under the ticket's row lock. With an
+    # agent's read cursor they tell whether the ticket has something unread for them without counting messages.
+    last_notable_message_id = models.BigIntegerField(null=True, blank=True)
+    last_notable_author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
 
     class Meta:
         constraints = [
@@ -87,10 +116,12 @@ class Ticket(models.Model):
                 name="ticket_status_valid",
             ),
         ]
+        # Tickets in the order the desk's inbox and the admin list them (RECENT_FIRST), each list read from the
+        # top of an index rather than sorted: all of them, those in a status, and an agent's (or nobody's).
         indexes = [
-            # The inbox: tickets in a status, most recent conversation first.
-            models.Index(fields=["status", "-last_message_at"], name="ticket_inbox_idx"),
-            models.Index(fields=["assignee", "status"], name="ticket_assignee_idx"),
+            NullsLastIndex(*RECENT_FIRST, name="ticket_recent_idx"),
+            NullsLastIndex(F("status"), *RECENT_FIRST, name="ticket_inbox_idx"),
+            NullsLastIndex(F("assignee"), *RECENT_FIRST, name="ticket_assignee_idx"),
         ]
 
     def __str__(self):

@@ -1,66 +1,91 @@
 """Read-side queries about tickets: what an agent has not read yet, each chat's outbox queue, and what the
 desk's pages show.
 
-An agent's unread messages in a ticket are those after their read cursor (all of them when they have
-none yet), except the ones they wrote themselves, the customer's bot commands (/start, /status) and the
-bot's automatic replies. Everything here is a queryset or an expression, so a list of tickets gets its
-unread counts in the same single query that fetches the tickets.
+An agent's unread messages in a ticket are the notable ones (all but the customer's bot commands, such as
+/start and /status, and the bot's automatic replies) after their read cursor (all of them when they have
+none yet), except the ones they wrote themselves. Everything here is a queryset or an expression, so a
+list of tickets gets its unread counts in the same single query that fetches the tickets. Whether a
+ticket has anything unread is decided from its latest notable message (Ticket.last_notable_message_id and
+its author) against the cursor, without counting messages, so the filters stay fast however many tickets
+there are; counts are only made for the rows a page shows, in the index range after the cursor.
 """
 
 from django.contrib.auth import get_user_model
 from django.db import models
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Q, Subquery
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, JSONObject, Substr
+from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
-from .models import Message, ReadCursor, Ticket, TicketEvent
+from .models import RECENT_FIRST, Message, ReadCursor, Ticket, TicketEvent
 
 
-def unread_messages(user):
-    """Messages, across all tickets, that ``user`` has not read yet."""
-    cursor = ReadCursor.objects.filter(ticket=OuterRef("ticket"), user=user).values("last_read_message_id")[:1]
-    last_read = Coalesce(Subquery(cursor), 0, output_field=models.BigIntegerField())
-    automatic_reply = Q(direction=Message.Direction.OUT, author__isnull=True)
-    return Message.objects.filter(id__gt=last_read, is_command=False).exclude(author=user).exclude(automatic_reply)
+def notable_messages():
+    """Messages that stay unread for an agent until they read them: all but commands and automatic replies."""
+    return Message.objects.filter(is_command=False).exclude(direction=Message.Direction.OUT, author__isnull=True)
 
 
-def unread_count_expression(user):
-    """An expression for a Ticket queryset: how many messages of the ticket ``user`` has not read."""
+def unread_messages(user, ticket, last_read):
+    """The messages of ``ticket`` that ``user`` has not read, given the id of the last one they read there.
+
+    With the id bound, the database reads only the index range of the ticket's messages after the cursor.
+    """
+    return notable_messages().filter(ticket=ticket, pk__gt=last_read).exclude(author=user)
+
+
+def with_last_read(tickets, user):
+    """``tickets`` with the alias ``last_read``: the id of the last message ``user`` has read in each (0 if
+    they have no cursor there), from one join with their cursors, so that a filter on it is one pass over
+    the tickets rather than a lookup per ticket. Applied again for the same user, it joins nothing more."""
+    cursor = FilteredRelation("read_cursors", condition=Q(read_cursors__user=user))
+    last_read = Coalesce("reader_cursor__last_read_message_id", 0, output_field=models.BigIntegerField())
+    return tickets.alias(reader_cursor=cursor).alias(last_read=last_read)
+
+
+def _has_unread(user):
+    """A condition on tickets ``with_last_read`` for ``user``: the ticket has messages they have not read.
+
+    Its latest notable message is after their cursor and is not their own; or it is their own and a notable
+    message by someone else lies between the cursor and it (only then are messages looked at).
+    """
+    after_cursor = GreaterThan(Coalesce("last_notable_message_id", 0), F("last_read"))
+    someone_elses = Q(last_notable_author__isnull=True) | ~Q(last_notable_author=user)
+    behind_own_reply = Exists(
+        unread_messages(user, OuterRef("pk"), OuterRef("last_read")).filter(pk__lt=OuterRef("last_notable_message_id"))
+    )
+    return Q(after_cursor) & (someone_elses | behind_own_reply)
+
+
+def with_unread_count(tickets, user):
+    """``tickets`` annotated with ``unread_count`` for ``user``: one subquery, evaluated only for the rows
+    fetched, each reading the ticket's messages after the cursor."""
     counts = (
-        unread_messages(user)
-        .filter(ticket=OuterRef("pk"))
+        unread_messages(user, OuterRef("pk"), OuterRef("last_read"))
         .order_by()
         .values("ticket")
         .annotate(unread=Count("pk"))
         .values("unread")
     )
-    return Coalesce(Subquery(counts), 0, output_field=models.IntegerField())
-
-
-def has_unread_expression(user):
-    """A condition for a Ticket queryset: the ticket has messages ``user`` has not read."""
-    return Exists(unread_messages(user).filter(ticket=OuterRef("pk")))
-
-
-def with_unread_count(tickets, user):
-    """``tickets`` annotated with ``unread_count`` for ``user`` (one subquery, no extra queries per ticket)."""
-    return tickets.annotate(unread_count=unread_count_expression(user))
+    unread_count = Coalesce(Subquery(counts), 0, output_field=models.IntegerField())
+    return with_last_read(tickets, user).annotate(unread_count=unread_count)
 
 
 def with_unread_messages(tickets, user):
     """The tickets in which ``user`` has something unread."""
-    return tickets.filter(has_unread_expression(user))
+    return with_last_read(tickets, user).filter(_has_unread(user))
 
 
 def all_read(tickets, user):
     """The tickets in which ``user`` has read everything."""
-    return tickets.filter(~has_unread_expression(user))
+    return with_last_read(tickets, user).filter(~_has_unread(user))
 
 
 def unread_count(ticket, user):
-    """How many messages of ``ticket`` ``user`` has not read (one query)."""
-    return unread_messages(user).filter(ticket=ticket).count()
+    """How many messages of ``ticket`` (a ticket or its id) ``user`` has not read (one query)."""
+    cursor = ReadCursor.objects.filter(ticket=ticket, user=user).values("last_read_message_id")[:1]
+    last_read = Coalesce(Subquery(cursor), 0, output_field=models.BigIntegerField())
+    return unread_messages(user, ticket, last_read).count()
 
 
 def chat_queue(customer_id):
@@ -190,7 +215,7 @@ def inbox_page(user, *, view="all", status="active", before=None, ticket_id=None
         )[:1]
     )
     tickets = with_unread_count(tickets, user).annotate(last_message=Subquery(latest, output_field=models.JSONField()))
-    return list(tickets.order_by(F("last_message_at").desc(nulls_last=True), "-id")[:INBOX_PAGE_SIZE])
+    return list(tickets.order_by(*RECENT_FIRST)[:INBOX_PAGE_SIZE])
 
 
 def _older_than(last_message_at, ticket_id):

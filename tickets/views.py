@@ -132,6 +132,8 @@ def ticket_page(request, ticket_id):
         "ticket": ticket_summary(ticket),
         "messages": [message_data(message) for message in messages],
         "earlier": earlier,
+        # Replies go out to a customer one at a time, in order: the queued ones behind an earlier reply.
+        "waiting_for": queries.replies_waiting(ticket),
         "reads": [
             {"user": user_data(reader), "message_id": message_id}
             for reader, message_id in queries.read_positions(ticket)

@@ -1,12 +1,14 @@
 """The desk's attachments proxy (SPEC §4) on a real daphne server against the sandbox: a customer's file
 reaches an agent's browser through the server, and Telegram's file URL (with the bot token) never does."""
 
+import asyncio
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from django.urls import reverse
 
+from tests.bots import factories
 from tests.conftest import WEBHOOK_SECRET, wait_until
 from tests.e2e.pictures import png
 from tickets.models import Message
@@ -125,3 +127,29 @@ def test_a_file_telegram_no_longer_has_is_404_and_telegram_down_is_502(start_des
 
     assert browser.get(attachment_url(message)).status_code == 200
     assert desk.server.token not in desk.server.log()
+
+
+def test_agents_waiting_on_a_slow_telegram_for_files_do_not_starve_the_webhook(start_desk):
+    pool_max = 3
+    desk = start_desk(DATABASE_POOL_MAX_SIZE=pool_max, DATABASE_POOL_TIMEOUT=2)
+    photos = [
+        customer_sends(desk.bot, 500 + number, photo=desk.bot.upload_file("photo", png(), "p.png", "image/png"))
+        for number in range(pool_max + 1)
+    ]
+    desk.bot.add_fault("getFile", delay=8, times=None)
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=desk.server.url, cookies=desk.browser.cookies, timeout=60) as browser:
+            fetches = [asyncio.create_task(browser.get(attachment_url(photo))) for photo in photos]
+            # More agents wait on Telegram's slow getFile than the pool has connections: had they kept
+            # theirs, the webhook would find none within DATABASE_POOL_TIMEOUT.
+            await asyncio.to_thread(desk.bot.wait_until, lambda: len(desk.bot.calls("getFile")) >= pool_max, 30)
+            webhook = await browser.post(
+                "/telegram/webhook/",
+                json=factories.update(600, "a customer writes meanwhile"),
+                headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+            )
+            return webhook.status_code, [response.status_code for response in await asyncio.gather(*fetches)]
+
+    assert asyncio.run(scenario()) == (200, [200] * len(photos))
+    assert Message.objects.filter(text="a customer writes meanwhile").exists()

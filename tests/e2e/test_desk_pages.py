@@ -7,8 +7,10 @@ from django.db import connections
 from django.urls import reverse
 from playwright.async_api import expect
 
+from realtime.broadcast import send_events
 from tests.conftest import wait_until
 from tickets import services
+from tickets.hooks import held_announcements
 from tickets.models import Message, Ticket
 
 from .conftest import PHONE
@@ -107,6 +109,30 @@ async def test_a_customer_message_appears_live_in_the_inbox_and_on_the_ticket_pa
     await blocking(desk.bot.send_message, 503, "I was charged twice", first_name="Liam")
     await expect(inbox.locator(".ticket-row").first.locator(".ticket-row__customer")).to_have_text("Liam")
     await expect(inbox.locator(".ticket-row")).to_have_count(2)
+
+
+async def test_the_inbox_applies_events_that_reach_it_out_of_order(desk, agents):
+    ticket = await customer_writes(desk, 507, "Where is my refund?", first_name="Ana")
+    inbox = await desk.open(agents.alice, reverse("desk-inbox"))
+    await live(inbox)
+    row = inbox.locator(f'[data-ticket-id="{ticket.pk}"]')
+    await expect(row.locator(".badge")).to_have_text("1")
+
+    def customer_writes_then_bob_takes_it():
+        with held_announcements() as announced:
+            profile = services.TelegramProfile(user_id=507, first_name="Ana")
+            services.record_inbound_message(profile, text="Any news?", telegram_message_id=99)
+            services.assign_ticket(Ticket.objects.get(pk=ticket.pk), agents.bob, acting_user=agents.bob)
+        return announced
+
+    message, assignment = await blocking(customer_writes_then_bob_takes_it)
+    # As two server processes may deliver them: the later event first.
+    await send_events([assignment])
+    await send_events([message])
+
+    await expect(row).to_contain_text("Bob Chen")
+    await expect(row.locator(".ticket-row__preview")).to_have_text("Any news?")
+    await expect(row.locator(".badge")).to_have_text("2")
 
 
 async def test_after_a_server_restart_the_pages_come_back_with_what_happened_meanwhile_once(desk, agents):

@@ -1,11 +1,12 @@
 """The production layout of docs/deploy.md, run for real: Procfile.production under honcho (two daphne
-processes, two workers, the sweep) behind nginx with the shipped location and upgrade-map snippets."""
+processes, two workers, the sweep) behind nginx running the shipped configuration."""
 
 import re
 import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -17,9 +18,20 @@ from tickets.models import Message
 pytestmark = [pytest.mark.needs_nginx, pytest.mark.needs_postgres, pytest.mark.needs_redis]
 
 
-def nginx_config(directory, port, upstream_ports):
-    snippets = BASE_DIR / "deploy" / "nginx"
+def nginx_config(directory, ports, upstream_ports):
+    """deploy/nginx as shipped, with the snippets where it includes them, loopback ports for its ports 443 and
+    80 (443 without TLS: there is no certificate here), and the test's daphne processes as its upstream."""
+    shipped = BASE_DIR / "deploy" / "nginx"
+    for snippet in shipped.glob("supportsite-*.conf"):
+        (directory / snippet.name).write_text(snippet.read_text().replace("/etc/nginx/snippets/", f"{directory}/"))
+    site = (shipped / "supportsite.conf").read_text().replace("/etc/nginx/snippets/", f"{directory}/")
     servers = "".join(f"server 127.0.0.1:{upstream};" for upstream in upstream_ports)
+    site = re.sub(
+        r"upstream supportsite \{.*?\}", f"upstream supportsite {{ {servers} keepalive 8; }}", site, flags=re.S
+    )
+    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{ports.tls};")
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{ports.plain};")
+    site = re.sub(r"\n\s*(listen \[::\]|ssl_)[^;]*;", "", site)
     return f"""
 daemon off;
 pid {directory}/nginx.pid;
@@ -29,14 +41,15 @@ http {{
     access_log {directory}/access.log;
     client_body_temp_path {directory}/body;
     proxy_temp_path {directory}/proxy;
-    include {snippets}/supportsite-upgrade-map.conf;
-    upstream supportsite {{ {servers} keepalive 8; }}
-    server {{
-        listen 127.0.0.1:{port};
-        include {snippets}/supportsite-locations.conf;
-    }}
+    {site}
 }}
 """
+
+
+@dataclass
+class Ports:
+    tls: int  # the site (443 in production)
+    plain: int  # port 80: the load balancer's probes and redirects to HTTPS
 
 
 @pytest.fixture
@@ -49,16 +62,16 @@ def production(process_env, tmp_path, sandbox):
     honcho = _spawn(
         [sys.executable, "-m", "honcho", "start", "-f", "Procfile.production", *processes], env, tmp_path / "honcho.log"
     )
-    port = free_port()
+    ports = Ports(tls=free_port(), plain=free_port())
     config = tmp_path / "nginx.conf"
-    config.write_text(nginx_config(tmp_path, port, [base, base + 1]))
+    config.write_text(nginx_config(tmp_path, ports, [base, base + 1]))
     nginx = subprocess.Popen([shutil.which("nginx"), "-c", str(config)], stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{ports.tls}"
     try:
         for upstream in (base, base + 1):
             wait_until(lambda u=upstream: _answers(f"http://127.0.0.1:{u}/healthz"), message=f"daphne on {upstream}")
         wait_until(lambda: _answers(f"{url}/healthz"), message="nginx")
-        yield url, sandbox.client(token), tmp_path / "honcho.log"
+        yield url, sandbox.client(token), tmp_path / "honcho.log", f"http://127.0.0.1:{ports.plain}"
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(15)
@@ -74,7 +87,7 @@ def _answers(url):
 
 
 def test_two_servers_and_two_workers_behind_nginx_serve_the_webhook_and_deliver_replies(production):
-    url, bot, log = production
+    url, bot, log, _ = production
     bot.send_message(8800, "hello")  # the customer's chat, as Telegram knows it
     webhook = f"{url}/telegram/webhook/"
     headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
@@ -94,7 +107,7 @@ def test_two_servers_and_two_workers_behind_nginx_serve_the_webhook_and_deliver_
 
 
 def test_nginx_passes_a_websocket_upgrade_through(production):
-    url, _, log = production
+    url, _, log, _ = production
 
     headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}
     headers["Sec-WebSocket-Key"] = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -105,3 +118,13 @@ def test_nginx_passes_a_websocket_upgrade_through(production):
     # daphne opens a WebSocket (whatever the application then does with it) only if nginx passed the
     # Upgrade and Connection headers on.
     wait_until(lambda: "WSCONNECTING /ws/inbox/" in log.read_text(), message="daphne to see the upgrade")
+
+
+def test_port_80_answers_the_probes_by_any_host_and_sends_everything_else_to_https(production):
+    _, _, _, plain = production
+    by_address = {"Host": "10.0.0.5"}  # how a load balancer probes
+
+    assert httpx.get(f"{plain}/healthz", headers=by_address, timeout=15).status_code == 200
+    assert httpx.get(f"{plain}/readyz", headers=by_address, timeout=15).status_code == 200
+    moved = httpx.get(f"{plain}/desk/", headers={"Host": "support.example.com"}, timeout=15)
+    assert (moved.status_code, moved.headers["Location"]) == (301, "https://support.example.com/desk/")

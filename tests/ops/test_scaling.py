@@ -2,18 +2,22 @@
 through Redis Sentinel, configured from the environment alone."""
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
+from contextlib import ExitStack
 
 import httpx
 import pytest
 from channels_redis.core import RedisChannelLayer as StockRedisChannelLayer
 
-from realtime.groups import INBOX
+from realtime.groups import INBOX, ticket_group
 from realtime.layers import RedisChannelLayer
 from tests.bots import factories
 from tests.conftest import WEBHOOK_SECRET, free_port, wait_until
+from tests.realtime.live import live_socket, staff_session, stored_message
+from tickets import services
 
 PREFIX = f"{os.environ['REDIS_PREFIX']}:asgi"  # the servers' channel-layer prefix (settings.py)
 
@@ -91,6 +95,54 @@ def test_two_servers_on_two_redis_shards_carry_group_events_across_them(start_se
 
     # A listener on each shard hears the inbound messages broadcast by both servers.
     assert asyncio.run(scenario()) == [{"to the first server", "to the 2nd"}] * 2
+
+
+# Sockets per agent and ticket: each socket's channel lives on a shard of its own choosing (its random
+# name), so with several per server a misrouted direct send would miss some of them.
+SOCKETS_PER_AGENT = 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_agents_on_two_servers_on_two_redis_shards_see_each_others_typing_and_messages(start_server, redis_server):
+    shards = [redis_server(), redis_server()]
+    urls = ",".join(shard.url for shard in shards)
+    servers = [start_server(REDIS_URL=urls), None]
+    servers[1] = start_server(token=servers[0].token, REDIS_URL=urls)
+    agents = [staff_session(servers[0], "alice"), staff_session(servers[1], "bob")]
+    # A ticket whose room (its group) lives on each shard.
+    rooms = {}
+    for user_id in itertools.count(7200):
+        if len(rooms) == len(shards):
+            break
+        ticket = services.record_inbound_message(
+            services.TelegramProfile(user_id=user_id), text="hi", telegram_message_id=1
+        )[0].ticket
+        rooms.setdefault(layer_on(shards).consistent_hash(ticket_group(ticket.pk)), (user_id, ticket))
+
+    for user_id, ticket in rooms.values():
+        with ExitStack() as stack:
+            sockets = [
+                [
+                    stack.enter_context(live_socket(server.url, cookie, f"/ws/tickets/{ticket.pk}/"))
+                    for _ in range(SOCKETS_PER_AGENT)
+                ]
+                for server, (_, cookie) in zip(servers, agents, strict=True)
+            ]
+            for socket in (*sockets[0], *sockets[1]):
+                socket.resume(0)
+            for typist, colleague in ((0, 1), (1, 0)):
+                author = {"id": agents[typist][0].pk, "name": agents[typist][0].username}
+                for state in ("start", "stop"):
+                    sockets[typist][0].send({"type": "typing", "state": state})
+                    for socket in sockets[colleague]:
+                        typing = socket.receive_until(lambda event: event["type"] == "typing")[-1]
+                        assert (typing["user"], typing["state"]) == (author, state)
+
+            servers[1].post_update(factories.update(user_id, f"to ticket {ticket.pk}", message_id=2))
+            message = stored_message(f"to ticket {ticket.pk}", user_id)
+            for socket in (*sockets[0], *sockets[1]):
+                event = socket.receive_until(lambda event: event["type"] == "message")[-1]
+                assert event["message"]["id"] == message.pk
 
 
 def health_of(finished):

@@ -18,11 +18,16 @@ TIMEOUT = 10
 _opened = []
 
 
-def session_cookie(user):
-    """A logged-in session for ``user``, as the value of the session cookie."""
+def logged_in(user):
+    """A test client (a browser) logged in as ``user``."""
     client = Client()
     client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
+    return client
+
+
+def session_cookie(user):
+    """A logged-in session for ``user``, as the value of the session cookie."""
+    return logged_in(user).cookies[settings.SESSION_COOKIE_NAME].value
 
 
 def customer_writes(user_id=111, text="hello", telegram_message_id=1):
@@ -76,10 +81,14 @@ class Socket:
         await self.communicator.disconnect()
 
 
-async def open_socket(path, user=None, origin=ORIGIN):
-    """(accepted, communicator) for a socket opened as ``user`` (None: no session)."""
+async def open_socket(path, user=None, origin=ORIGIN, browser=None):
+    """(accepted, communicator) for a socket opened as ``user`` (None: no session), or in the session of
+    ``browser`` (a logged-in test client)."""
     headers = [(b"origin", origin.encode())]
-    if user is not None:
+    if browser is not None:
+        cookie = browser.cookies[settings.SESSION_COOKIE_NAME].value
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    elif user is not None:
         cookie = await sync_to_async(session_cookie)(user)
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
     communicator = Communicator(application, path, headers=headers)

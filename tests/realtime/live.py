@@ -4,6 +4,7 @@ import json
 from contextlib import contextmanager
 
 import httpx
+from django.contrib.auth import get_user_model
 from websockets.sync.client import connect
 
 from tests.conftest import wait_until
@@ -21,6 +22,12 @@ def log_in(url, username, password):
         response = browser.post("/admin/login/", data=login)
         assert response.status_code == 302, response.text
         return browser.cookies["sessionid"]
+
+
+def staff_session(server, username):
+    """A new agent, logged in through ``server``: (user, session cookie)."""
+    user = get_user_model().objects.create_user(username, password=f"{username}-password-1", is_staff=True)
+    return user, log_in(server.url, username, f"{username}-password-1")
 
 
 class LiveSocket:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.contrib.auth import get_user_model
 from django.db import connection
 
 from bots.sandbox.client import SandboxClient
@@ -34,7 +33,7 @@ from tickets import services
 from tickets.models import Message, ReadCursor, Ticket
 from tickets.queries import events_after
 
-from .live import LiveSocket, live_socket, log_in, stored_message
+from .live import LiveSocket, live_socket, staff_session, stored_message
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.needs_postgres, pytest.mark.django_db(transaction=True)]
 
@@ -49,12 +48,6 @@ class Desk:
     idle: LiveSocket  # opened when the module started, never used since
     idle_since: float
     idle_ticket_id: int
-
-
-def staff_session(server, username):
-    """A new agent, logged in through ``server``: (user, session cookie)."""
-    user = get_user_model().objects.create_user(username, password=f"{username}-password-1", is_staff=True)
-    return user, log_in(server.url, username, f"{username}-password-1")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ def make_run(tmp_path):
     env |= {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "TELEGRAM_SANDBOX_PORT": str(sandbox_port),
-        "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{web_port}/telegram/webhook/",
     }
     log_path = tmp_path / "make-run.log"
     with open(log_path, "wb") as log:
@@ -53,7 +52,7 @@ def make_run(tmp_path):
                 return False
 
         wait_until(up, timeout=120, message="make run's server and sandbox")
-        password = re.search(r"user: demo\s+password: (\S+)", log_path.read_text()).group(1)
+        password = re.search(rf"{web}/desk/  user: demo\s+password: (\S+)", log_path.read_text()).group(1)
         yield web, sandbox, password
     finally:
         os.killpg(make.pid, signal.SIGTERM)

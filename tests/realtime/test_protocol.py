@@ -19,7 +19,7 @@ from tickets import services
 from tickets.hooks import held_announcements
 from tickets.models import Message, ReadCursor, Ticket, TicketEvent
 
-from .conftest import close_all, connect, customer_writes, open_socket
+from .conftest import close_all, connect, customer_writes, logged_in, open_socket
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -90,6 +90,20 @@ async def test_a_ticket_that_does_not_exist_is_closed_with_4404(agent):
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4404}
 
 
+async def test_a_forgotten_customers_ticket_stays_live(agent, ticket, django_user_model):
+    admin = await django_user_model.objects.acreate(username="dpo", is_staff=True, is_superuser=True)
+    await sync_to_async(services.forget_customer)(ticket.customer, acting_user=admin)
+    socket = await connect(room(ticket), agent)
+
+    replayed = await socket.resume(0)
+    await socket.send({"type": "typing", "state": "start"})  # nobody to show it to in Telegram
+    question = next(event["message"] for event in replayed if event["type"] == "message")
+    await socket.send({"type": "read", "message_id": question["id"]})
+
+    assert replayed == await sync_to_async(wire_history)(ticket)
+    assert (await socket.receive())["type"] == "read"
+
+
 @pytest.mark.parametrize("origin", ["https://evil.example", "http://127.0.0.1.evil.example", "null"])
 async def test_a_page_of_another_origin_cannot_open_a_socket(agent, origin):
     accepted, _ = await open_socket("/ws/inbox/", agent, origin=origin)
@@ -102,6 +116,35 @@ async def test_an_agent_connects_to_the_inbox_and_a_ticket(agent, ticket):
     socket = await connect(room(ticket), agent)
 
     assert [event["seq"] for event in await socket.resume()] == [1, 2]
+
+
+async def test_logging_out_closes_the_sockets_of_that_session_and_no_other(agent, ticket):
+    browsers = [await sync_to_async(logged_in)(agent) for _ in range(2)]
+    sockets = []
+    for browser in browsers:
+        for path in ("/ws/inbox/", room(ticket)):
+            accepted, communicator = await open_socket(path, browser=browser)
+            assert accepted
+            sockets.append(communicator)
+
+    response = await sync_to_async(browsers[0].post)("/accounts/logout/")
+
+    assert response.status_code == 302
+    for communicator in sockets[:2]:
+        assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert all([await communicator.receive_nothing() for communicator in sockets[2:]])
+
+
+@pytest.mark.parametrize("change", [{"is_staff": False}, {"is_active": False}])
+async def test_an_agent_who_may_no_longer_use_the_desk_has_every_socket_closed(agent, ticket, change):
+    sockets = [(await open_socket(path, agent))[1] for path in ("/ws/inbox/", room(ticket), room(ticket))]
+    for field, value in change.items():
+        setattr(agent, field, value)
+
+    await agent.asave()
+
+    for communicator in sockets:
+        assert await communicator.receive_output() == {"type": "websocket.close", "code": 4403}
 
 
 # --- Bad frames: an error event, and the socket stays open ---------------------------------------------

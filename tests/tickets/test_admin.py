@@ -17,9 +17,12 @@ from django_tasks_db.models import DBTaskResult
 
 from tests.conftest import resolve
 from tickets import services
+from tickets.admin import TicketAdmin, TicketPaginator
 from tickets.hooks import announced
 from tickets.models import Customer, Message, Ticket
 from tickets.services import TelegramProfile
+
+from .test_queries import expected_unread, play_conversations
 
 pytestmark = pytest.mark.django_db
 
@@ -206,7 +209,7 @@ def count_queries(client, url):
     return len(queries), response
 
 
-@pytest.mark.parametrize("query", ["", "?q=Question", "?unread=yes", "?status__exact=open&o=6"])
+@pytest.mark.parametrize("query", ["", "?q=Question", "?unread=yes", "?status__exact=open&o=2"])
 def test_the_ticket_list_takes_the_same_queries_for_3_or_30_tickets(agent_client, agent, other_agent, query):
     create_busy_tickets(1, 3, agent, other_agent)
     with_3, response = count_queries(agent_client, TICKETS_URL + query)
@@ -226,7 +229,9 @@ def test_the_ticket_list_shows_the_most_recent_conversation_first(agent_client):
     assert results(agent_client.get(TICKETS_URL)) == [older, newer]
 
 
-@pytest.mark.parametrize("term", ["Alice", "smith", "alice_s", "refund"])
+@pytest.mark.parametrize(
+    "term", ["Alice", "smith", "alice_s", "refund", "alice refund", '"a refund, please"', "'I want'"]
+)
 def test_search_finds_the_ticket_once(agent_client, term):
     alice = {"first_name": "Alice", "last_name": "Smith", "username": "alice_s"}
     ticket = customer_writes(1, "I want a refund", **alice).ticket
@@ -235,6 +240,14 @@ def test_search_finds_the_ticket_once(agent_client, term):
     customer_writes(2, "Something else", first_name="Bob", username="bobby")
 
     assert results(agent_client.get(TICKETS_URL, {"q": term})) == [ticket]
+
+
+@pytest.mark.parametrize("term", ["bob refund", '"refund alice"', "nowhere"])
+def test_search_needs_every_word_somewhere(agent_client, term):
+    customer_writes(1, "I want a refund", first_name="Alice")
+    customer_writes(2, "Something else", first_name="Bob")
+
+    assert results(agent_client.get(TICKETS_URL, {"q": term})) == []
 
 
 def test_unread_count_and_filter_with_and_without_a_read_cursor(agent_client, agent, other_agent):
@@ -258,6 +271,48 @@ def test_unread_count_and_filter_with_and_without_a_read_cursor(agent_client, ag
     assert '<td class="field-unread">3</td>' in response.content.decode()
     assert set(results(agent_client.get(TICKETS_URL, {"unread": "yes"}))) == {partly_read, never_opened}
     assert results(agent_client.get(TICKETS_URL, {"unread": "no"})) == [read]
+
+
+def test_the_unread_column_and_filter_follow_the_definition_for_each_agent(client, agent, other_agent):
+    play_conversations(11, agent, other_agent)
+
+    for user in (agent, other_agent):
+        client.force_login(user)
+        expected = expected_unread(user)
+        unread = {pk for pk, count in expected.items() if count}
+        assert {ticket.pk: ticket.unread_count for ticket in results(client.get(TICKETS_URL))} == expected
+        assert {ticket.pk for ticket in results(client.get(TICKETS_URL, {"unread": "yes"}))} == unread
+        assert {ticket.pk for ticket in results(client.get(TICKETS_URL, {"unread": "no"}))} == set(expected) - unread
+
+
+def test_the_ticket_list_pages_through_tickets_most_recent_conversation_first(agent_client):
+    tickets = [customer_writes(user_id, "Hi").ticket for user_id in range(1, 53)]
+    services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=99))[0])  # no messages
+
+    first, second = results(agent_client.get(TICKETS_URL)), results(agent_client.get(TICKETS_URL, {"p": 2}))
+
+    assert len(first) == 50
+    assert [ticket.pk for ticket in first + second[:-1]] == [ticket.pk for ticket in reversed(tickets)]
+    assert second[-1].last_message_at is None
+
+
+def test_a_long_ticket_list_is_counted_up_to_a_limit_and_offers_no_select_all(agent_client, monkeypatch):
+    monkeypatch.setattr(TicketPaginator, "COUNT_LIMIT", 4)
+    monkeypatch.setattr(TicketAdmin, "list_per_page", 2)
+    tickets = [customer_writes(user_id, "Question").ticket for user_id in range(1, 6)]
+
+    response = agent_client.get(TICKETS_URL, {"q": "Question", "p": 2})
+    page = response.content.decode()
+    assert results(response) == [tickets[2], tickets[1]]
+    assert "More than 4 tickets" in page
+    assert "More than 4 results" in page
+    assert "select the objects across all pages" not in page
+
+    monkeypatch.setattr(TicketPaginator, "COUNT_LIMIT", 5)
+    page = agent_client.get(TICKETS_URL, {"q": "Question"}).content.decode()
+    assert "5 tickets" in page and "More than" not in page
+    assert "5 results" in page
+    assert "select the objects across all pages" in page and "Select all 5 tickets" in page
 
 
 def test_unread_is_counted_for_the_agent_who_asks(client, agent, other_agent):

@@ -15,6 +15,8 @@ from tickets import queries, services
 from tickets.models import Message, Ticket, TicketEvent
 from tickets.services import TelegramProfile
 
+from .test_queries import expected_unread, play_conversations
+
 pytestmark = pytest.mark.django_db
 
 INBOX = reverse("desk-inbox")
@@ -243,6 +245,22 @@ def test_an_inbox_row_has_the_unread_count_the_last_message_and_the_seq(agent_cl
     assert inbox(agent_client)["tickets"][0]["unread"] == 0
 
 
+def test_every_inbox_view_shows_the_agents_own_unread_counts(agent_client, agent, other_agent):
+    mine, theirs, _ = play_conversations(5, agent, other_agent)
+    services.assign_ticket(mine, agent, acting_user=agent)
+    services.assign_ticket(theirs, other_agent, acting_user=other_agent)
+    expected = expected_unread(agent)
+    views = {
+        "mine": Ticket.objects.filter(assignee=agent),
+        "unassigned": Ticket.objects.filter(assignee=None),
+        "all": Ticket.objects.all(),
+    }
+
+    for view, tickets in views.items():
+        rows = inbox(agent_client, view=view, status="any")["tickets"]
+        assert {row["id"]: row["unread"] for row in rows} == {ticket.pk: expected[ticket.pk] for ticket in tickets}
+
+
 def test_an_attachment_shows_as_its_summary_in_the_preview(agent_client):
     services.record_inbound_message(
         TelegramProfile(user_id=1),
@@ -333,6 +351,16 @@ def test_a_ticket_page_hands_its_script_the_conversation_reads_and_seq(agent_cli
     assert state["transitions"]["closed"] == []
     content = response.content.decode()
     assert "@parcel_person" in content and ">7<" in content and ">de<" in content
+
+
+def test_a_ticket_page_says_which_replies_wait_for_an_earlier_one(agent_client, agent):
+    ticket = customer_writes(8, "Hello").ticket
+    first, _ = services.queue_reply(ticket, "One moment", author=agent)
+    second, _ = services.queue_reply(ticket, "Found it", author=agent)
+
+    state = page_state(agent_client.get(reverse("desk-ticket", args=[ticket.pk])))
+
+    assert state["waiting_for"] == {str(second.pk): first.pk}
 
 
 def test_a_ticket_page_shows_the_latest_messages_and_says_older_ones_are_in_the_admin(agent_client, monkeypatch):

@@ -86,6 +86,29 @@ def test_twenty_concurrent_first_messages_from_one_customer_give_one_customer_an
 
 
 @pytest.mark.django_db(transaction=True)
+def test_concurrent_messages_and_replies_leave_the_tickets_latest_notable_message_and_its_author(agent, other_agent):
+    """Customers' messages and commands, agents' and automatic replies stored at once in one ticket: after
+    each burst the ticket names the newest notable one and its author (each writer sets them under the
+    ticket's row lock, after inserting its message, so the newest insert writes last)."""
+    ticket = inbound()[0].ticket
+    telegram_ids = iter(range(1000, 2000))
+
+    def store(i):
+        kind = i % 5
+        if kind in (0, 1):
+            services.record_inbound_message(ALICE, text="x", telegram_message_id=next(telegram_ids), command=kind == 1)
+        else:
+            services.queue_reply(ticket, "A reply", author=(agent, other_agent, None)[kind - 2])
+
+    for _ in range(4):
+        run_at_once(10, store)
+        notable = Message.objects.filter(ticket=ticket, is_command=False).exclude(direction="out", author=None)
+        latest = notable.order_by("-pk").first()
+        ticket.refresh_from_db()
+        assert (ticket.last_notable_message_id, ticket.last_notable_author_id) == (latest.pk, latest.author_id)
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.needs_postgres
 def test_read_cursor_advances_overlapping_on_the_cursor_row_leave_the_maximum_and_never_move_back(agent):
     """Fifty advances in shuffled order, eight at a time: each batch reads the cursor while the test holds its

@@ -3,7 +3,7 @@
 ``record_events`` takes the ticket's next ``seq`` numbers with one ``UPDATE … SET last_seq = last_seq + n
 … RETURNING``: the UPDATE holds the ticket's row lock until commit, so a concurrent writer waits and then
 numbers after it. That makes each ticket's seq gapless and in commit order (a rollback takes its numbers
-back with it). The events are announced through tickets.hooks once the transaction commits.
+back with it). The events are announced (tickets.hooks.announce) once the transaction commits.
 """
 
 from dataclasses import dataclass

@@ -59,6 +59,8 @@ def record_inbound_message(
         )
         opened = bool(changes)
         updates = {"last_message_at": message.created_at, "updated_at": message.created_at}
+        if not command:
+            updates |= {"last_notable_message_id": message.pk, "last_notable_author_id": None}
         changes.append(message_stored(message))
         if ticket.status == Ticket.Status.PENDING and not command:
             updates["status"] = Ticket.Status.OPEN.value

@@ -111,12 +111,11 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
             outbox_seq=outbox_seq,
         )
         reply_queued.send(sender=Message, message=message)
-        current.last_message_at = current.updated_at = now
-        record_events(
-            current,
-            Actor.agent(author),
-            message_stored(message),
-            ticket_fields={"last_message_at": now, "updated_at": now},
-        )
+        updates = {"last_message_at": now, "updated_at": now}
+        if author is not None:  # an agent's reply is notable; the bot's automatic replies are not
+            updates |= {"last_notable_message_id": message.pk, "last_notable_author_id": author.pk}
+        for name, value in updates.items():
+            setattr(current, name, value)
+        record_events(current, Actor.agent(author), message_stored(message), ticket_fields=updates)
         message.ticket = current
     return message, True

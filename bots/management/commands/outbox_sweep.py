@@ -1,11 +1,14 @@
+import logging
 import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
+from django.db import OperationalError, close_old_connections
 
 from bots.outbox import redrive_stranded_replies
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -27,10 +30,17 @@ class Command(BaseCommand):
 
     def handle(self, *args, every=None, stranded_after, **options):
         while True:
-            count = redrive_stranded_replies(timedelta(seconds=stranded_after))
-            if count or every is None:
-                self.stdout.write(f"Re-enqueued {count} stranded repl{'y' if count == 1 else 'ies'}.")
-            if every is None:
-                return
+            try:
+                count = redrive_stranded_replies(timedelta(seconds=stranded_after))
+            except OperationalError as error:
+                if every is None:
+                    raise
+                # A database restart must not end the sweep: it is what re-drives the replies cut off by it.
+                logger.warning("Database unavailable (%s); sweeping again in %s s.", error, every)
+            else:
+                if count or every is None:
+                    self.stdout.write(f"Re-enqueued {count} stranded repl{'y' if count == 1 else 'ies'}.")
+                if every is None:
+                    return
             close_old_connections()
             time.sleep(every)

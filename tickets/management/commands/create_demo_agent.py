@@ -1,5 +1,6 @@
 """Create the demo agent that `make run` logs in with: a staff superuser "demo" with a random password."""
 
+import os
 import secrets
 
 from django.contrib.auth import get_user_model
@@ -7,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import IntegrityError, transaction
 
 USERNAME = "demo"
-DESK_URL = "http://127.0.0.1:8000/desk/"
+DESK_URL = f"http://127.0.0.1:{os.environ.get('WEB_PORT', '8000')}/desk/"  # where `make run` serves
 
 
 class Command(BaseCommand):

@@ -241,9 +241,16 @@ function startInbox() {
       if (event.type === "ticket" || event.type === "message") fetchRow(id, event);
       return;
     }
-    if (event.seq <= row.data.seq) return; // the row already shows it
+    // The row as the server read it shows every event up to its seq. Later events can arrive out of order
+    // (each server process broadcasts after its own commit): each is applied once, a late message still
+    // counts, and the ticket's state only moves forward.
     const data = row.data;
-    data.seq = event.seq;
+    data.fetchedSeq ??= data.seq;
+    data.stateSeq ??= data.seq;
+    data.applied ??= new Set();
+    if (event.seq <= data.fetchedSeq || data.applied.has(event.seq)) return;
+    data.applied.add(event.seq);
+    data.seq = Math.max(data.seq, event.seq);
     let moved = false;
     if (event.type === "message") {
       const message = event.message;
@@ -254,8 +261,9 @@ function startInbox() {
       } else if (message.id === data.last_message.id) {
         data.last_message = preview(message); // an edit
       }
-    } else if (event.type === "ticket") {
+    } else if (event.type === "ticket" && event.seq > data.stateSeq) {
       Object.assign(data, event.ticket);
+      data.stateSeq = event.seq;
     }
     if (typeof event.unread === "number") data.unread = event.unread;
     if (matches(data)) place(data, moved);
@@ -458,6 +466,7 @@ function startTicket() {
     if (!message) return;
     message.delivery_status = event.status;
     message.delivery_error = event.error || null;
+    delete state.waiting_for[message.id]; // its turn came
     const old = nodes.get(message.id);
     old.replaceWith(renderMessage(message));
     markSeen();
@@ -507,6 +516,9 @@ function startTicket() {
       status.append(h("span", { class: "tick tick--failed" }, `⚠ Not delivered: ${reason}`), resend);
     } else if (message.delivery_error) {
       status.append(h("span", { class: "tick tick--queued" }, `◷ Queued, retrying: ${message.delivery_error}`));
+    } else if (state.waiting_for[message.id]) {
+      const note = `◷ Queued after reply #${state.waiting_for[message.id]} to this customer: replies go out in order`;
+      status.append(h("span", { class: "tick tick--queued" }, note));
     } else status.append(h("span", { class: "tick tick--queued" }, "◷ Queued"));
     return status;
   }
