@@ -83,15 +83,14 @@ def reopenable_ticket(customer, lock=False):
     return latest if latest.resolved_at > timezone.now() - window else None
 
 
-def active_ticket(customer, lock=False, **annotations):
-    """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction;
-    ``annotations`` are read with it, in the same statement.
+def active_ticket(customer, lock=False):
+    """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction.
 
     Locking matters to writers: PostgreSQL re-checks the status once a concurrent change (an agent
     closing the ticket) commits, so a message never lands in a ticket that was closed meanwhile. The
     ticket comes with ``customer`` as given; its assignee is loaded if asked for (messages rarely need it).
     """
-    tickets = Ticket.objects.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES).annotate(**annotations)
+    tickets = Ticket.objects.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES)
     if lock:
         tickets = tickets.select_for_update(no_key=True)
     ticket = next(iter(tickets[:1]), None)  # one at most (one_active_ticket_per_customer): no ORDER BY
