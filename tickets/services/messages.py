@@ -93,9 +93,9 @@ def _ticket_and_early_edit(customer, new_customer, subject, command, telegram_me
     return ticket, changes, _take_early_edit(early_edits)
 
 
-# Every known customer's message reads its ticket so: the ORM would spend three times as long building this
-# statement (the lock, the annotation) as PostgreSQL spends running it. Sent after the customer's row is
-# locked, it sees any early edit committed before: an edit locks the customer before keeping one.
+# Every known customer's message reads its ticket so, in SQL: through the ORM (the lock, the annotation) the
+# statement costs about three times the CPU. Sent after the customer's row is locked, it sees any early edit
+# committed before: an edit locks the customer before keeping one.
 _ACTIVE_TICKET = (
     f"SELECT ticket.*, EXISTS (SELECT 1 FROM {EarlyEdit._meta.db_table} AS edit "
     "WHERE edit.telegram_user_id = %s AND edit.telegram_message_id = %s) AS early_edit_waiting "
