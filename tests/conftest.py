@@ -467,3 +467,21 @@ def redis_server(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def connection_when_announced():
+    """For each announcement, whether the announcing thread still had its database connection open (a
+    receiver such as the broadcast may wait on the network, and must not hold a pooled connection: G9)."""
+    from django.db import connection
+
+    from tickets.hooks import announced
+
+    held = []
+
+    def receiver(sender, events, **kwargs):
+        held.append(connection.connection is not None)
+
+    announced.connect(receiver)
+    yield held
+    announced.disconnect(receiver)

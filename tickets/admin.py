@@ -24,7 +24,7 @@ from django.utils.text import smart_split, unescape_string_literal
 from django.views.decorators.http import require_POST
 
 from . import queries, services
-from .hooks import agent_typing
+from .hooks import agent_typing, announced_when_done
 from .models import RECENT_FIRST, Customer, Message, Ticket
 
 
@@ -46,6 +46,17 @@ class AgentAccess:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class AnnouncedWhenDone:
+    """A ModelAdmin whose pages and actions change tickets through the services: what they commit is
+    announced after the page is done with its database connection (tickets.hooks.announced_when_done)."""
+
+    def changeform_view(self, *args, **kwargs):
+        return announced_when_done(super().changeform_view)(*args, **kwargs)
+
+    def changelist_view(self, *args, **kwargs):
+        return announced_when_done(super().changelist_view)(*args, **kwargs)
 
 
 class ReadOnlyInline(AgentAccess):
@@ -229,7 +240,7 @@ class TicketChangeForm(forms.ModelForm):
 
 
 @admin.register(Ticket)
-class TicketAdmin(AgentAccess, admin.ModelAdmin):
+class TicketAdmin(AnnouncedWhenDone, AgentAccess, admin.ModelAdmin):
     """Tickets, worked through TicketChangeForm. The conversation is shown read-only next to the form,
     not as an inline: a formset would post fields for every message (a long conversation would exceed
     DATA_UPLOAD_MAX_NUMBER_FIELDS) and would be validated after TicketChangeForm has already applied the
@@ -394,7 +405,7 @@ class CustomerTicketInline(ReadOnlyInline, admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(AgentAccess, admin.ModelAdmin):
+class CustomerAdmin(AnnouncedWhenDone, AgentAccess, admin.ModelAdmin):
     """Customers as Telegram describes them: agents look them up, nobody edits them. Agents with the
     "Can forget a customer" permission can forget them (erase their personal data and messages)."""
 

@@ -17,8 +17,11 @@ tickets imports nothing from bots or realtime; they connect receivers here (in t
 
 import contextlib
 import contextvars
+import functools
 import logging
 
+from asgiref.sync import async_to_sync
+from django.db import connection
 from django.dispatch import Signal
 
 from .models import TicketEvent
@@ -61,3 +64,22 @@ async def send_held(events):
     for receiver, outcome in await announced.asend_robust(sender=TicketEvent, events=events):
         if isinstance(outcome, Exception):
             logger.error("Announcing %d events to %s failed.", len(events), receiver.__qualname__, exc_info=outcome)
+
+
+def announced_when_done(function):
+    """``function`` (sync: a view, an admin view) with the events committed while it runs announced once it
+    has returned and its thread's database connection is back in the pool: the receivers wait on the
+    network (realtime's broadcast on Redis), and no pooled connection may wait with them (G9)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with held_announcements() as held:
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if held:
+                    if not connection.in_atomic_block:
+                        connection.close()
+                    async_to_sync(send_held)(list(held))
+
+    return wrapper

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import queries, services
 from .agents import agent_api, agent_page
 from .forms import AgentLoginForm
+from .hooks import announced_when_done
 from .models import Message, Ticket
 from .snapshots import message_data, ticket_data, user_data
 
@@ -160,6 +161,7 @@ def ticket_change(change):
 
     @agent_api
     @require_POST
+    @announced_when_done
     @functools.wraps(change)
     def endpoint(request, ticket_id):
         ticket = Ticket.objects.filter(pk=ticket_id).first()
@@ -200,6 +202,7 @@ def change_assignee(request, ticket):
 
 @agent_api
 @require_POST
+@announced_when_done
 def resend(request, message_id):
     """POST: queue a failed reply again (services.resend_reply); the page hears of it as a delivery event."""
     message = Message.objects.select_related("ticket").filter(pk=message_id).first()

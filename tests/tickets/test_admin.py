@@ -722,3 +722,15 @@ def test_create_demo_agent_creates_it_once_and_never_changes_its_password():
     assert "manage.py changepassword demo" in again.getvalue()
     assert match[1] not in again.getvalue()
     assert get_user_model().objects.get(username="demo").password == demo.password
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_made_in_the_admin_is_announced_after_its_connection_is_back(agent_client, connection_when_announced):
+    ticket = customer_writes(11).ticket
+    data = change_form_data(agent_client, ticket, status="pending")
+    connection_when_announced.clear()
+
+    response = agent_client.post(ticket_url(ticket), data)
+
+    assert response.status_code == 302
+    assert connection_when_announced == [False]

@@ -562,3 +562,14 @@ def test_the_script_and_styles_are_served_by_the_app(client):
         response = client.get(f"/static/desk/{name}")
         assert response.status_code == 200
         assert response["Content-Type"].startswith(content_type)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_made_on_the_desk_is_announced_after_its_connection_is_back(agent_client, connection_when_announced):
+    ticket = customer_writes(10).ticket
+    connection_when_announced.clear()
+
+    response = agent_client.post(reverse("desk-ticket-status", args=[ticket.pk]), {"status": "pending"})
+
+    assert response.status_code == 200
+    assert connection_when_announced == [False]
