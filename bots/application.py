@@ -27,10 +27,9 @@ logger = logging.getLogger(__name__)
 
 
 def build_application():
-    """The bot Application for this deployment: webhook-driven (no Updater), API URL from settings."""
-    from .handlers import register_handlers
-
-    application = (
+    """The bot Application for this deployment: webhook-driven (no Updater), API URL from settings. Updates
+    reach our handlers without its dispatch (bots.handlers.process_update)."""
+    return (
         ApplicationBuilder()
         .token(settings.TELEGRAM_BOT_TOKEN)
         .base_url(f"{settings.TELEGRAM_API_URL}/bot")
@@ -43,8 +42,6 @@ def build_application():
         .pool_timeout(5)
         .build()
     )
-    register_handlers(application)
-    return application
 
 
 # What to say when Telegram refuses the token; PTB's own message may quote the token.

@@ -9,12 +9,11 @@ be replayed through the same handlers, once: the replay claims its update_id lik
 import json
 import logging
 
-from asgiref.sync import sync_to_async
-from django.db import connections
 from django.utils import timezone
 
 from . import updates
-from .handlers import UpdateReport, process_reported
+from .db_executor import run_in_db_thread
+from .handlers import UpdateReport, process_update
 from .models import DeadLetterUpdate
 
 logger = logging.getLogger(__name__)
@@ -76,14 +75,14 @@ async def replay(application, dead_letter):
     try:
         update = updates.parse_update(json.loads(dead_letter.body), application.bot)
     except Exception as error:
-        await sync_to_async(_record_attempt)(dead_letter, error=describe(error))
+        await run_in_db_thread(_record_attempt, dead_letter, error=describe(error))
         return False
     report = UpdateReport(update_id=update.update_id)
-    await process_reported(application, update, report)
-    if report.errors:
-        await sync_to_async(_record_attempt)(dead_letter, error=describe(report.errors[0]))
+    await process_update(application.bot.id, update, report)
+    if report.error is not None:
+        await run_in_db_thread(_record_attempt, dead_letter, error=describe(report.error))
         return False
-    await sync_to_async(_record_attempt)(dead_letter, replayed=True)
+    await run_in_db_thread(_record_attempt, dead_letter, replayed=True)
     logger.info("Dead letter of update %s replayed: %s.", dead_letter.update_id, report.outcome)
     return True
 
@@ -94,15 +93,11 @@ async def replay_pending(application, ids=None):
     if ids:
         dead_letters = dead_letters.filter(pk__in=ids)
     replayed = failed = 0
-    try:
-        for dead_letter in await sync_to_async(list)(dead_letters):
-            if await replay(application, dead_letter):
-                replayed += 1
-            else:
-                failed += 1
-    finally:
-        # The queries and the handlers ran in the loop's sync thread: give its connection back (G9).
-        await sync_to_async(connections.close_all)()
+    for dead_letter in await run_in_db_thread(list, dead_letters):
+        if await replay(application, dead_letter):
+            replayed += 1
+        else:
+            failed += 1
     return replayed, failed
 
 

@@ -3,24 +3,29 @@
 Every handled update runs in ONE database transaction that first claims its ``update_id`` in
 ``TelegramUpdate``; a redelivered update finds its claim taken and does nothing (G2). Automatic
 replies are queued in that same transaction, so they exist exactly when the message does.
+
+``process_update`` picks an update's handler with python-telegram-bot's own filters and command parsing,
+without its Application's dispatch (handler groups, a CallbackContext and tasks per update, the error
+handler): each update has one handler or none. The transaction runs on the webhook's database threads
+(bots.db_executor); what it committed is announced afterwards, from the event loop.
 """
 
+import asyncio
 import logging
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from telegram import Update
-from telegram.ext import ApplicationHandlerStop, CommandHandler, MessageHandler, TypeHandler, filters
+from telegram.ext import CommandHandler, MessageHandler, filters
 
 from tickets import services
 from tickets.hooks import held_announcements, send_held
 from tickets.models import Ticket
 
+from .db_executor import run_in_db_thread
 from .models import TelegramUpdate
 from .updates import attachment_of, profile_of, text_of
 
@@ -42,34 +47,31 @@ class UpdateReport:
 
     outcome: str = "ignored"
     update_id: int | None = None
-    errors: list = field(default_factory=list)
+    error: Exception | None = None  # why the update's transaction failed (not to be answered 200)
 
 
-# The report of the update the current webhook request (or replay) is processing; see bots.webhook.
-update_report: ContextVar[UpdateReport | None] = ContextVar("update_report", default=None)
+async def process_update(bot_id, update, report):
+    """Run ``update``'s handler once per update_id, then announce what it committed; ``report`` says what
+    happened (outcome, and the error that must not be answered 200)."""
+    handler = handler_for(update)
+    if handler is None:
+        chat = update.effective_chat
+        where = f" in a {chat.type} chat" if chat is not None else ""
+        logger.info("Ignored update %s: %s%s is not handled.", update.update_id, update_kind(update), where)
+        report.outcome = "ignored"
+        return
+    # Shielded: a request cancelled meanwhile (the client hung up) still announces what its update committed.
+    await asyncio.shield(_process_and_announce(bot_id, update, handler, report))
 
 
-async def process_reported(application, update, report):
-    """Process ``update`` through the handlers, which record in ``report`` what they did and their errors.
-
-    What the handlers stored is broadcast after their database thread has given its connection back, so
-    a slow or hung Redis holds no pooled connection (realtime bounds the broadcast's own wait).
-    """
-    token = update_report.set(report)
-    try:
-        with held_announcements() as announced:
-            try:
-                await application.process_update(update)
-            finally:
-                await send_held(announced)
-    finally:
-        update_report.reset(token)
-
-
-def report_outcome(outcome):
-    report = update_report.get()
-    if report is not None:
-        report.outcome = outcome
+async def _process_and_announce(bot_id, update, handler, report):
+    with held_announcements() as held:
+        try:
+            report.outcome = await run_in_db_thread(run_once, bot_id, update, handler)
+        except Exception as error:  # rolled back: nothing to announce
+            report.error = error
+            return
+    await send_held(held)
 
 
 def update_kind(update):
@@ -104,27 +106,15 @@ def prune_update_claims(older_than):
     return deleted
 
 
-def once_per_update(work):
-    """A PTB callback running ``work(update)`` once per update_id, in one transaction with the claim."""
-
-    def run_once(bot_id, update):
-        try:
-            with transaction.atomic():
-                if not claim_update(bot_id, update.update_id, update_kind(update)):
-                    logger.info("Update %s was already processed; ignoring the redelivery.", update.update_id)
-                    report_outcome("duplicate")
-                    return
-                work(update)
-            report_outcome("processed")
-        finally:
-            close_old_connections()  # back to the pool now, not when the request ends
-
-    async def callback(update, context):
-        await sync_to_async(run_once)(context.bot.id, update)
-        raise ApplicationHandlerStop  # handled: skip the catch-all that logs ignored updates
-
-    callback.__name__ = work.__name__
-    return callback
+def run_once(bot_id, update, handler):
+    """``handler(update)`` in one transaction with the update's claim: "processed", or "duplicate" if the
+    update was claimed before."""
+    with transaction.atomic():
+        if not claim_update(bot_id, update.update_id, update_kind(update)):
+            logger.info("Update %s was already processed; ignoring the redelivery.", update.update_id)
+            return "duplicate"
+        handler(update)
+    return "processed"
 
 
 def _record(update, command=False):
@@ -139,29 +129,27 @@ def _record(update, command=False):
     )
 
 
-@once_per_update
 def customer_message(update):
     message, ticket_opened = _record(update)
     if ticket_opened:
-        services.queue_reply(message.ticket, TICKET_OPENED.format(number=message.ticket.pk), author=None)
+        services.queue_reply(message.ticket, TICKET_OPENED.format(number=message.ticket.pk), author=None, locked=True)
 
 
-@once_per_update
 def start_command(update):
     message, _ = _record(update, command=True)
     first_name = update.effective_user.first_name
-    services.queue_reply(message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""), author=None)
+    services.queue_reply(
+        message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""), author=None, locked=True
+    )
 
 
-@once_per_update
 def new_command(update):
-    customer = services.get_or_create_customer(profile_of(update.effective_user))
+    customer, _ = services.get_or_create_customer(profile_of(update.effective_user))
     services.start_new_ticket(customer)
     message, _ = _record(update)
-    services.queue_reply(message.ticket, NEW_TICKET.format(number=message.ticket.pk), author=None)
+    services.queue_reply(message.ticket, NEW_TICKET.format(number=message.ticket.pk), author=None, locked=True)
 
 
-@once_per_update
 def status_command(update):
     message, _ = _record(update, command=True)
     ticket = message.ticket
@@ -171,10 +159,9 @@ def status_command(update):
     answer = STATUS.format(number=ticket.pk, status=status)
     if ticket.status == Ticket.Status.RESOLVED:
         answer += REOPEN_HINT
-    services.queue_reply(ticket, answer, author=None)
+    services.queue_reply(ticket, answer, author=None, locked=True)
 
 
-@once_per_update
 def edited_message(update):
     message = update.edited_message
     stored = services.record_message_edit(
@@ -190,33 +177,22 @@ def edited_message(update):
         )
 
 
-async def ignored_update(update, context):
-    chat = update.effective_chat
-    where = f" in a {chat.type} chat" if chat is not None else ""
-    logger.info("Ignored update %s: %s%s is not handled.", update.update_id, update_kind(update), where)
+_NEW_MESSAGE = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
+
+# Which handler takes an update: the first of these whose python-telegram-bot check accepts it.
+_ROUTES = (
+    CommandHandler("start", start_command, filters=_NEW_MESSAGE),
+    CommandHandler("new", new_command, filters=_NEW_MESSAGE),
+    CommandHandler("status", status_command, filters=_NEW_MESSAGE),
+    MessageHandler(_NEW_MESSAGE & ~filters.StatusUpdate.ALL, customer_message),
+    MessageHandler(filters.ChatType.PRIVATE & filters.UpdateType.EDITED_MESSAGE, edited_message),
+)
 
 
-async def capture_handler_error(update, context):
-    """Hand a handler's exception to the webhook view, which must not answer 200 for it."""
-    report = update_report.get()
-    if report is None:
-        logger.error("Update handler failed outside a webhook request.", exc_info=context.error)
-    else:
-        report.errors.append(context.error)
-    raise ApplicationHandlerStop  # the update was handled, if unsuccessfully: not one to log as ignored
-
-
-def register_handlers(application):
-    private = filters.ChatType.PRIVATE
-    new_message = private & filters.UpdateType.MESSAGE
-    application.add_handlers(
-        [
-            CommandHandler("start", start_command, filters=new_message),
-            CommandHandler("new", new_command, filters=new_message),
-            CommandHandler("status", status_command, filters=new_message),
-            MessageHandler(new_message & ~filters.StatusUpdate.ALL, customer_message),
-            MessageHandler(private & filters.UpdateType.EDITED_MESSAGE, edited_message),
-        ]
-    )
-    application.add_handler(TypeHandler(Update, ignored_update), group=1)
-    application.add_error_handler(capture_handler_error)
+def handler_for(update):
+    """The handler of ``update``, or None for an update we do not handle."""
+    for route in _ROUTES:
+        check = route.check_update(update)
+        if check is not None and check is not False:  # as Application.process_update reads it
+            return route.callback
+    return None

@@ -11,7 +11,6 @@ import json
 import logging
 import time
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
@@ -21,7 +20,8 @@ from telegram.error import TelegramError
 
 from . import dead_letters, updates
 from .application import get_application
-from .handlers import UpdateReport, process_reported
+from .db_executor import run_in_db_thread
+from .handlers import UpdateReport, process_update
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def _handle(request, report):
         # Telegram's update, which this version of python-telegram-bot cannot read: keep it for a replay
         # after an upgrade, and answer 200 so Telegram does not redeliver it for a day and then drop it.
         try:
-            await sync_to_async(dead_letters.keep)(application.bot.id, data, request.body, error)
+            await run_in_db_thread(dead_letters.keep, application.bot.id, data, request.body, error)
         except (OperationalError, InterfaceError) as unavailable:
             logger.warning("Update %s not kept, database unavailable: %s", report.update_id, unavailable)
             report.outcome = "retry"
@@ -91,10 +91,9 @@ async def _handle(request, report):
         report.outcome = "dead_letter"
         return JsonResponse({"ok": True})
 
-    report.outcome = "ignored"
-    await process_reported(application, update, report)
-    if report.errors:
-        error = report.errors[0]
+    await process_update(application.bot.id, update, report)
+    error = report.error
+    if error is not None:
         report.outcome = "retry"
         if isinstance(error, (OperationalError, InterfaceError)):
             logger.warning("Update %s not processed, database unavailable: %s", update.update_id, error)

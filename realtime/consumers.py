@@ -76,9 +76,10 @@ class DeskConsumer(AsyncWebsocketConsumer):
         if message["session"] in (None, self.session):
             await self.close(message["code"])
 
-    async def client_event(self, message):
-        """A channel-layer message of type realtime.broadcast.CLIENT_EVENT: an event for this socket's client."""
-        await self.forward(message["event"])
+    async def client_events(self, message):
+        """A channel-layer message of type realtime.broadcast.CLIENT_EVENTS: events for this socket's client."""
+        for event in message["events"]:
+            await self.forward(event)
 
     async def forward(self, event):
         await self.send_event(event)
@@ -234,7 +235,7 @@ class TicketConsumer(DeskConsumer):
     async def relay_typing(self, state):
         self.typing = state == "start"
         wire = events.typing_event(self.user, state, TYPING_EXPIRES_IN_SECONDS)
-        await send_to_group(ticket_group(self.ticket_id), wire)
+        await send_to_group(ticket_group(self.ticket_id), [wire])
 
     def show_typing_in_telegram(self):
         """ "typing…" in the customer's chat (bots throttles it), in the background: a slow Bot API must not

@@ -178,7 +178,7 @@ def drain(channel, quiet=1.0):
         events = []
         while True:
             try:
-                events.append((await asyncio.wait_for(layer.receive(channel), quiet))["event"])
+                events.extend((await asyncio.wait_for(layer.receive(channel), quiet))["events"])
             except TimeoutError:
                 return events
 
@@ -191,9 +191,10 @@ def next_event(channel, predicate, timeout=20):
 
     async def run():
         async with asyncio.timeout(timeout):
-            while not predicate(event := (await layer.receive(channel))["event"]):
-                pass
-            return event
+            while True:
+                for event in (await layer.receive(channel))["events"]:
+                    if predicate(event):
+                        return event
 
     try:
         return asyncio.run(run())

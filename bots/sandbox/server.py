@@ -548,10 +548,16 @@ async def bot_api(request):
     bot = request.app[SANDBOX].bot(token)
     name, function = BOT_METHODS.get(method.lower(), (method, None))
     call = {"token": token, "method": name, "params": {}, "time": time.time(), "status": None}
-    bot.calls.append(call)
     try:
         params = await read_params(request)
-        call["params"] = recorded(params)
+    except BotApiError as error:
+        call["status"] = error.error_code
+        bot.calls.append(call)
+        return web.json_response(error.as_json(), status=error.error_code)
+    # Logged with its parameters (a test may read the log while reading the body awaits), before its answer.
+    call["params"] = recorded(params)
+    bot.calls.append(call)
+    try:
         if function is None:
             raise BotApiError(404, "Not Found: method not found")
         fault = bot.take_fault(name, params.get("chat_id"))

@@ -105,7 +105,7 @@ def test_forgetting_a_customer_deletes_their_dead_letters_and_no_one_elses(db, a
         update = from_the_future(user_id)
         update["update_id"] = update_id
         dead_letters.keep(1, update, json.dumps(update).encode(), TypeError("unreadable"))
-    customer = services.get_or_create_customer(services.TelegramProfile(user_id=5150, first_name="Al"))
+    customer, _ = services.get_or_create_customer(services.TelegramProfile(user_id=5150, first_name="Al"))
 
     services.forget_customer(customer, acting_user=admin_user)
 

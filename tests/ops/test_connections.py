@@ -108,7 +108,7 @@ def test_ten_agents_typing_while_telegram_is_slow_do_not_starve_the_webhook(star
     tickets = []
     for number in range(10):
         bot.send_message(200 + number, "hello")  # the customer's chat, as Telegram knows it
-        customer = services.get_or_create_customer(services.TelegramProfile(user_id=200 + number, first_name="C"))
+        customer, _ = services.get_or_create_customer(services.TelegramProfile(user_id=200 + number, first_name="C"))
         tickets.append(services.get_or_open_ticket(customer)[0])
     agents = logged_in_agents(10, settings)
     bot.add_fault("sendChatAction", delay=8, times=None)
@@ -140,3 +140,36 @@ def test_ten_agents_typing_while_telegram_is_slow_do_not_starve_the_webhook(star
     assert webhook_status == 200
     assert typing_answers == [(200, {"shown": True})] * 10
     assert Message.objects.filter(text="a customer writes meanwhile").exists()
+
+
+def test_after_a_burst_of_updates_the_webhook_threads_hold_no_connection(start_server, settings):
+    server = start_server(DATABASE_POOL_MAX_SIZE=POOL_MAX, DATABASE_POOL_TIMEOUT=2)
+    (agent,) = logged_in_agents(1, settings)
+    updates = [factories.update(400_000 + i, f"burst {i}") for i in range(10 * POOL_MAX)]
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"{server.url}/telegram/webhook/",
+                        json=update,
+                        headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+                    )
+                    for update in updates
+                )
+            )
+
+    statuses = [response.status_code for response in asyncio.run(burst())]
+    # Every one of the webhook's threads has run an update by now; had any kept its connection, pages needing
+    # the database would wait for the pool's timeout. As many pages at once as the pool has connections:
+    pages = asyncio.run(desk_pages_at_once(server, agent, POOL_MAX))
+
+    assert statuses == [200] * len(updates)
+    assert pages == [200] * POOL_MAX
+
+
+async def desk_pages_at_once(server, agent, count):
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, cookies=agent) as browser:
+        responses = await asyncio.gather(*(browser.get(reverse("desk-inbox")) for _ in range(count)))
+    return [response.status_code for response in responses]

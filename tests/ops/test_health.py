@@ -158,7 +158,7 @@ def test_telegram_without_a_token_is_skipped_with_the_reason(settings):
 
 
 def queued_reply(age):
-    customer = services.get_or_create_customer(services.TelegramProfile(user_id=4242, first_name="Bo"))
+    customer, _ = services.get_or_create_customer(services.TelegramProfile(user_id=4242, first_name="Bo"))
     ticket, _ = services.get_or_open_ticket(customer)
     reply, _ = services.queue_reply(ticket, "on its way", author=None)
     Message.objects.filter(pk=reply.pk).update(created_at=timezone.now() - age)

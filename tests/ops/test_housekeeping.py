@@ -64,7 +64,7 @@ def test_the_housekeeping_command_prunes_what_is_past_its_retention(transactiona
     settings.TICKET_HISTORY_RETENTION_DAYS = 30
     claimed(1, 1, ago=timedelta(days=8))
     claimed(1, 2, ago=timedelta(days=6))
-    customer = services.get_or_create_customer(services.TelegramProfile(user_id=77, first_name="Cy"))
+    customer, _ = services.get_or_create_customer(services.TelegramProfile(user_id=77, first_name="Cy"))
     ticket, _ = services.get_or_open_ticket(customer)
     services.queue_reply(ticket, "first", author=None)
     services.queue_reply(ticket, "second", author=None)

@@ -86,9 +86,9 @@ def test_two_servers_on_two_redis_shards_carry_group_events_across_them(start_se
         for layer, channel in zip(listeners, channels, strict=True):
             received = set()
             while len(received) < 2:
-                event = (await asyncio.wait_for(layer.receive(channel), 10))["event"]
-                if event["type"] == "message" and event["message"]["direction"] == "in":
-                    received.add(event["message"]["text"])
+                for event in (await asyncio.wait_for(layer.receive(channel), 10))["events"]:
+                    if event["type"] == "message" and event["message"]["direction"] == "in":
+                        received.add(event["message"]["text"])
             texts.append(received)
             await layer.close_pools()
         return texts

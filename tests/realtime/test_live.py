@@ -276,6 +276,6 @@ def test_a_socket_left_idle_for_30_seconds_stays_open_and_receives_the_next_even
     colleague = {"id": 0, "name": "colleague"}
     typing = {"type": "typing", "user": colleague, "state": "start", "expires_in": TYPING_EXPIRES_IN_SECONDS}
 
-    async_to_sync(send_to_group)(ticket_group(desk_processes.idle_ticket_id), typing)
+    async_to_sync(send_to_group)(ticket_group(desk_processes.idle_ticket_id), [typing])
 
     assert desk_processes.idle.receive() == typing

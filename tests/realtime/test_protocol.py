@@ -434,7 +434,7 @@ async def test_live_events_arriving_out_of_order_reach_the_client_in_order_once(
             await sync_to_async(customer_writes)(text=f"m{i}", telegram_message_id=10 + i)
     # Two server processes can deliver in any order: seq 5 first, then 3, then 4.
     for event in (held[2], held[0], held[1], held[2]):
-        await send_to_group(ticket_group(ticket.pk), events.ticket_event(event))
+        await send_to_group(ticket_group(ticket.pk), [events.ticket_event(event)])
     await sync_to_async(customer_writes)(text="next", telegram_message_id=20)
 
     received = [await socket.receive() for _ in range(4)]

@@ -287,7 +287,7 @@ def test_the_unread_column_and_filter_follow_the_definition_for_each_agent(clien
 
 def test_the_ticket_list_pages_through_tickets_most_recent_conversation_first(agent_client):
     tickets = [customer_writes(user_id, "Hi").ticket for user_id in range(1, 53)]
-    services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=99)))  # no messages
+    services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=99))[0])  # no messages
 
     first, second = results(agent_client.get(TICKETS_URL)), results(agent_client.get(TICKETS_URL, {"p": 2}))
 

@@ -131,6 +131,16 @@ def test_an_edit_before_its_original_is_kept_then_applied_and_an_older_edit_neve
     assert Message.objects.get(pk=message.pk).text == "second edit"
 
 
+def test_an_edit_before_its_original_in_an_open_ticket_is_applied_when_the_original_comes(db):
+    ticket = inbound("first", telegram_message_id=1).ticket
+    assert services.record_message_edit(ALICE, 2, text="edited", edited_at=timezone.now()) is None
+
+    message = inbound("original", telegram_message_id=2)
+
+    assert (message.ticket, message.text) == (ticket, "edited")
+    assert not EarlyEdit.objects.exists()
+
+
 def test_edits_whose_original_never_came_are_dropped_after_two_days(db):
     services.record_message_edit(ALICE, 6, text="lost", edited_at=timezone.now())
     EarlyEdit.objects.update(received_at=timezone.now() - timedelta(days=3))

@@ -85,7 +85,7 @@ def test_counts_are_per_ticket_and_cursors_of_other_tickets_do_not_leak(agent):
     unread_ticket = customer_writes(2, "c").ticket
     customer_writes(2, "d")
     customer_writes(2, "e")
-    empty_ticket, _ = services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=3)))
+    empty_ticket, _ = services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=3))[0])
 
     assert counts_by_ticket(agent) == {read_ticket.pk: 0, unread_ticket.pk: 3, empty_ticket.pk: 0}
 
@@ -157,7 +157,7 @@ def play_conversations(seed, agent, other_agent, steps=40):
     services.record_inbound_message(
         TelegramProfile(user_id=4), text="/start", telegram_message_id=next(_telegram_message_ids), command=True
     )
-    services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=5)))
+    services.get_or_open_ticket(services.get_or_create_customer(TelegramProfile(user_id=5))[0])
     for _ in range(steps):
         user_id = rng.choice((1, 2, 3))
         ticket = tickets[user_id - 1]

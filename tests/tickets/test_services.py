@@ -358,32 +358,60 @@ def test_nul_characters_from_telegram_are_dropped_not_fatal(db):
 @pytest.mark.django_db(transaction=True)
 def test_a_message_arriving_while_an_agent_closes_the_ticket_opens_a_new_one():
     ticket = inbound()[0].ticket
-    closing = threading.Event()
-    release = threading.Event()
-    results = {}
 
-    def agent_closes():
-        with transaction.atomic():
-            services.change_ticket_status(ticket, Ticket.Status.CLOSED, acting_user=None)  # holds the ticket's row lock
-            closing.set()
-            release.wait(20)
-        connection.close()
-
-    def customer_writes():
-        closing.wait(20)
-        results["message"] = inbound(text="still there?", telegram_message_id=2)[0]
-        connection.close()
-
-    threads = [threading.Thread(target=agent_closes), threading.Thread(target=customer_writes)]
-    for thread in threads:
-        thread.start()
-    # The customer's transaction is waiting for the agent's lock on the ticket: let the close commit.
-    wait_for_lock_wait("the customer's message to wait for the ticket lock")
-    release.set()
-    for thread in threads:
-        thread.join()
+    message = committed_while_waiting(
+        lambda: services.change_ticket_status(ticket, Ticket.Status.CLOSED, acting_user=None),
+        lambda: inbound(text="still there?", telegram_message_id=2)[0],
+        "the customer's message to wait for the agent's lock on the ticket",
+    )
 
     ticket.refresh_from_db()
     assert ticket.status == Ticket.Status.CLOSED
     assert not ticket.messages.filter(text="still there?").exists()
-    assert results["message"].ticket.status == Ticket.Status.OPEN
+    assert message.ticket.status == Ticket.Status.OPEN
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_message_waiting_for_the_customer_while_its_early_edit_commits_is_stored_edited():
+    ticket = inbound()[0].ticket
+
+    # The edit commits while the original waits for the customer's lock: the original's statements after the
+    # lock (not the one that waited) must see it.
+    message = committed_while_waiting(
+        lambda: services.record_message_edit(ALICE, 2, text="edited", edited_at=timezone.now()),
+        lambda: inbound(text="original", telegram_message_id=2)[0],
+        "the original to wait for the customer's lock",
+    )
+
+    assert (message.ticket, message.text) == (ticket, "edited")
+    assert Message.objects.get(pk=message.pk).text == "edited"
+
+
+def committed_while_waiting(first, second, waiting):
+    """Run ``first()`` in a transaction held open in one thread, then ``second()`` in another; commit ``first``
+    once ``second`` waits for one of its locks (``waiting`` says which). Returns what ``second`` returned."""
+    done = threading.Event()
+    release = threading.Event()
+    results = {}
+
+    def hold():
+        with transaction.atomic():
+            first()
+            done.set()
+            release.wait(20)
+        connection.close()
+
+    def then():
+        done.wait(20)
+        results["second"] = second()
+        connection.close()
+
+    threads = [threading.Thread(target=hold), threading.Thread(target=then)]
+    for thread in threads:
+        thread.start()
+    wait_for_lock_wait(waiting)
+    release.set()
+    for thread in threads:
+        thread.join()
+    return results["second"]

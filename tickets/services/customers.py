@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection
+from django.utils import timezone
 
 from ..models import Customer
 from .base import storable
@@ -19,27 +20,33 @@ class TelegramProfile:
     language_code: str = ""
 
 
+PROFILE_FIELDS = ("first_name", "last_name", "username", "language_code")
+
+# Whether the row returned was inserted rather than updated: PostgreSQL leaves xmax 0 only on a row version
+# no transaction has locked, which the update branch of ON CONFLICT always does. SQLite (development, one
+# writer at a time) says False, which only costs a new customer the lookups of an existing one.
+_INSERTED = {"postgresql": "xmax = 0"}
+
+# One statement, whichever branch it takes: the profile is kept up to date, and the row stays locked until the
+# transaction ends (ON CONFLICT DO UPDATE locks it as FOR NO KEY UPDATE does: no key column changes).
+_COLUMNS = ", ".join(PROFILE_FIELDS)
+_UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in PROFILE_FIELDS)
+_UPSERT = (
+    f"INSERT INTO {Customer._meta.db_table} (telegram_user_id, {_COLUMNS}, created_at, last_reply_seq) "
+    "VALUES (%s, %s, %s, %s, %s, %s, 0) "
+    f"ON CONFLICT (telegram_user_id) DO UPDATE SET {_UPDATES} RETURNING *, {{inserted}} AS created"
+)
+
+
 def get_or_create_customer(profile):
-    """The customer for a Telegram user, created on first contact and kept up to date with their profile.
+    """The customer for a Telegram user, created on first contact and kept up to date with their profile;
+    returns (customer, created).
 
     The customer's row stays locked until the caller's transaction ends: everything that changes a
     customer's tickets or their chat's outbox locks the customer first, then the ticket (see lock_customer).
+    A concurrent first message of the same user waits for this one's insert, then updates that row.
     """
-    fields = storable(
-        {
-            "first_name": profile.first_name or "",
-            "last_name": profile.last_name or "",
-            "username": profile.username or "",
-            "language_code": profile.language_code or "",
-        }
-    )
-    with transaction.atomic():
-        # get_or_create retries the lookup (locking) when a concurrent first message inserted the row first.
-        customer, created = Customer.objects.select_for_update(no_key=True).get_or_create(
-            telegram_user_id=profile.user_id, defaults=fields
-        )
-        if not created and any(getattr(customer, name) != value for name, value in fields.items()):
-            Customer.objects.filter(pk=customer.pk).update(**fields)
-            for name, value in fields.items():
-                setattr(customer, name, value)
-    return customer
+    values = storable({name: getattr(profile, name) or "" for name in PROFILE_FIELDS}).values()
+    sql = _UPSERT.format(inserted=_INSERTED.get(connection.vendor, "FALSE"))
+    (customer,) = Customer.objects.raw(sql, [profile.user_id, *values, timezone.now()])
+    return customer, bool(customer.created)

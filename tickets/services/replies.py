@@ -7,7 +7,7 @@ are delivered one at a time in the order they were queued.
 
 import uuid
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..hooks import reply_queued
@@ -70,11 +70,13 @@ def check_can_reach(ticket):
         raise TicketRuleError(f"Ticket #{ticket.pk}'s customer was forgotten; they cannot be written to.")
 
 
-def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None):
+def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, locked=False):
     """Store an outbound reply and hand it to the outbound channel in the same transaction (the outbox).
 
     ``author`` is the acting agent, or None for the bot's automatic replies. With ``client_msg_id`` the
-    call is idempotent: a repeat returns the reply already stored. Returns (message, created).
+    call is idempotent: a repeat returns the reply already stored. ``locked`` says ``ticket`` is as the
+    caller's transaction locked it (the bot answering the message it has just stored), so it is not
+    locked and read again. Returns (message, created).
     """
     text, attachment = storable(text or "").strip(), storable(attachment)
     check_reply(text, attachment)
@@ -83,41 +85,37 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None):
             client_msg_id = uuid.UUID(str(client_msg_id))
         except ValueError:
             raise TicketRuleError("client_msg_id must be a UUID.") from None
-    with transaction.atomic():
+    # A refusal below (check_can_reach) is rolled back alone, so a caller may go on; the bot's ticket, as its
+    # transaction locked it, cannot be refused, so there is nothing to roll back alone and no savepoint.
+    with transaction.atomic(savepoint=not locked):
         outbox_seq = take_outbox_seq(ticket.customer_id)
         # Locked, so a colleague closing the ticket right now cannot slip between this check and the insert.
-        current = lock_ticket(ticket.pk)
+        current = ticket if locked else lock_ticket(ticket.pk)
         if client_msg_id is not None:
+            # The customer's lock (the outbox seq) orders two sends of one client_msg_id: the second finds the
+            # first here, committed, so the insert below needs no savepoint to recover from the constraint.
             existing = Message.objects.filter(ticket=current, client_msg_id=client_msg_id).first()
             if existing is not None:
                 return existing, False
         check_can_reach(current)
         now = timezone.now()
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(
-                    ticket=current,
-                    direction=Message.Direction.OUT,
-                    author=author,
-                    text=text,
-                    attachment=attachment,
-                    client_msg_id=client_msg_id,
-                    delivery_status=Message.DeliveryStatus.QUEUED,
-                    delivery_due_at=now,
-                    outbox_seq=outbox_seq,
-                )
-        except IntegrityError:
-            existing = Message.objects.filter(ticket=current, client_msg_id=client_msg_id).first()
-            if existing is None:
-                raise
-            return existing, False
+        message = Message.objects.create(
+            ticket=current,
+            direction=Message.Direction.OUT,
+            author=author,
+            text=text,
+            attachment=attachment,
+            client_msg_id=client_msg_id,
+            delivery_status=Message.DeliveryStatus.QUEUED,
+            delivery_due_at=now,
+            outbox_seq=outbox_seq,
+        )
         reply_queued.send(sender=Message, message=message)
         updates = {"last_message_at": now, "updated_at": now}
         if author is not None:  # an agent's reply is notable; the bot's automatic replies are not
             updates |= {"last_notable_message_id": message.pk, "last_notable_author_id": author.pk}
-        Ticket.objects.filter(pk=current.pk).update(**updates)
         for name, value in updates.items():
             setattr(current, name, value)
-        record_events(current, Actor.agent(author), message_stored(message))
+        record_events(current, Actor.agent(author), message_stored(message), ticket_fields=updates)
         message.ticket = current
     return message, True

@@ -32,27 +32,42 @@ def get_or_open_ticket(customer, subject="", *, reopen=True):
     arrive at once: the constraint one_active_ticket_per_customer refuses a second, and a reopen changes the
     ticket under its row lock, so concurrent messages reopen it once.
     """
-    with transaction.atomic():
-        for _ in range(3):
-            ticket = active_ticket(customer, lock=True)
-            if ticket is not None:
-                return ticket, False
-            recent = reopenable_ticket(customer) if reopen else None
-            if recent is not None:
-                try:
-                    with transaction.atomic():
-                        return set_status(lock_ticket(recent.pk), Ticket.Status.OPEN, CUSTOMER), False
-                except TicketRuleError:
-                    continue  # closed meanwhile, or another ticket opened: look again
+    with transaction.atomic(savepoint=False):
+        ticket, opening = find_or_open_ticket(customer, subject, reopen=reopen)
+        if opening:
+            record_events(ticket, CUSTOMER, *opening)
+    return ticket, bool(opening)
+
+
+def find_or_open_ticket(customer, subject="", *, reopen=True):
+    """get_or_open_ticket, but a new ticket's ``opened`` event is left to the caller, who records it with its
+    own change in one go: returns (ticket, the changes to record: [] or the opening)."""
+    for _ in range(3):
+        ticket = active_ticket(customer, lock=True)
+        if ticket is not None:
+            return ticket, []
+        recent = reopenable_ticket(customer) if reopen else None
+        if recent is not None:
             try:
                 with transaction.atomic():
-                    ticket = Ticket.objects.create(customer=customer, subject=subject[:200])
-            except IntegrityError:
-                # A concurrent message opened it first (one_active_ticket_per_customer): use that one.
-                continue
-            record_events(ticket, CUSTOMER, ticket_changed(ticket, opened=True))
-            return ticket, True
+                    return set_status(lock_ticket(recent.pk), Ticket.Status.OPEN, CUSTOMER), []
+            except TicketRuleError:
+                continue  # closed meanwhile, or another ticket opened: look again
+        try:
+            # In a savepoint: a writer without the customer's lock (an agent reopening an older ticket) may
+            # have made another ticket active meanwhile.
+            with transaction.atomic():
+                return open_ticket(customer, subject)
+        except IntegrityError:
+            continue  # one_active_ticket_per_customer: use the ticket opened meanwhile
     raise TicketRuleError(f"Could not find or open a ticket for customer {customer.pk}.")
+
+
+def open_ticket(customer, subject):
+    """A new open ticket of ``customer``, who has no active one (one created in this transaction, say);
+    returns (ticket, the change to record: its opening)."""
+    ticket = Ticket.objects.create(customer=customer, subject=subject[:200])
+    return ticket, [ticket_changed(ticket, opened=True)]
 
 
 def reopenable_ticket(customer, lock=False):
@@ -72,12 +87,16 @@ def active_ticket(customer, lock=False):
     """The customer's open or pending ticket, if any; with ``lock``, locked for this transaction.
 
     Locking matters to writers: PostgreSQL re-checks the status once a concurrent change (an agent
-    closing the ticket) commits, so a message never lands in a ticket that was closed meanwhile.
+    closing the ticket) commits, so a message never lands in a ticket that was closed meanwhile. The
+    ticket comes with ``customer`` as given; its assignee is loaded if asked for (messages rarely need it).
     """
-    tickets = Ticket.objects.select_related("customer", "assignee")
+    tickets = Ticket.objects.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES)
     if lock:
-        tickets = tickets.select_for_update(of=("self",), no_key=True)
-    return tickets.filter(customer=customer, status__in=Ticket.ACTIVE_STATUSES).first()
+        tickets = tickets.select_for_update(no_key=True)
+    ticket = next(iter(tickets[:1]), None)  # one at most (one_active_ticket_per_customer): no ORDER BY
+    if ticket is not None:
+        ticket.customer = customer
+    return ticket
 
 
 def assign_ticket(ticket, assignee, *, acting_user):
