@@ -105,7 +105,7 @@ class TaskWorker:
         config = self.config
         queues = ",".join(config.queue_names)
         logger.info("Starting worker worker_id=%s queues=%s threads=%d", config.worker_id, queues, len(self.runners))
-        if self.config.startup_delay and self.config.interval:
+        if config.startup_delay and config.interval:
             time.sleep(random.random())  # so that workers started together do not poll in step
         self.heartbeat.start()
         threads = [

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 from datetime import timedelta
 
 import httpx
@@ -211,6 +212,19 @@ def test_every_worker_stuck_in_one_task_degrades(transactional_db, settings):
 
     assert check.status == "degraded"
     assert "1 worker(s) alive, 1 busy with one task for over 60 s: no worker is free" in check.detail
+
+
+def test_a_worker_of_two_threads_is_busy_only_while_both_run_a_task():
+    heartbeat = Heartbeat("worker-b", threads=2)
+    other = threading.Thread(target=heartbeat.task_started, args=(None,))
+    other.start()
+    other.join()
+    assert heartbeat.busy_since is None  # one thread is free to take a task
+
+    heartbeat.task_started(None)
+    assert heartbeat.busy_since is not None
+    heartbeat.task_finished(None)
+    assert heartbeat.busy_since is None
 
 
 def test_no_worker_alive_with_nothing_waiting_only_degrades(transactional_db):
