@@ -179,7 +179,7 @@ class OutboxCheck(Check):
         if count := alive.count():
             detail += f"; {count} worker(s) alive"
             if stuck := alive.filter(busy_since__lt=now - silence).count():
-                detail += f", {stuck} busy with one task for over {seconds(silence)}"
+                detail += f", {stuck} with every task thread busy for over {seconds(silence)}"
                 if stuck == count:
                     raise ServiceWarning(f"{detail}: no worker is free to take tasks")
         else:

@@ -211,7 +211,7 @@ def test_every_worker_stuck_in_one_task_degrades(transactional_db, settings):
     check = outbox_check()
 
     assert check.status == "degraded"
-    assert "1 worker(s) alive, 1 busy with one task for over 60 s: no worker is free" in check.detail
+    assert "1 worker(s) alive, 1 with every task thread busy for over 60 s: no worker is free" in check.detail
 
 
 def test_a_worker_of_two_threads_is_busy_only_while_both_run_a_task():
