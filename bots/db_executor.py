@@ -9,14 +9,20 @@ a thread instead of waiting on the pool, and nothing holds a connection while th
 
 import asyncio
 import contextvars
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import OperationalError, close_old_connections
 
 # Without a pool (SQLite in development) writes take turns anyway: a few threads are plenty.
 _pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
 THREADS = _pool["max_size"] if isinstance(_pool, dict) else 4
+# While PostgreSQL is down each thread waits the pool's whole timeout for a connection, and work queued
+# behind it would wait several such timeouts: past Telegram's webhook timeout, so it would count the
+# delivery as failed instead of getting its 503. Work that waited this long for a thread gives up at once
+# (nothing started, the caller answers 503 and Telegram redelivers).
+MAX_QUEUE_SECONDS = _pool.get("timeout", 30) / 2 if isinstance(_pool, dict) else None
 
 _executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="webhook-db")
 
@@ -29,11 +35,14 @@ async def run_in_db_thread(function, *args, **kwargs):
     """
     context = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(
-        _executor, context.run, _returning_connection, function, args, kwargs
+        _executor, context.run, _returning_connection, time.monotonic(), function, args, kwargs
     )
 
 
-def _returning_connection(function, args, kwargs):
+def _returning_connection(submitted, function, args, kwargs):
+    waited = time.monotonic() - submitted
+    if MAX_QUEUE_SECONDS is not None and waited > MAX_QUEUE_SECONDS:
+        raise OperationalError(f"waited {waited:.1f} s for a database thread; the database is slow or down")
     try:
         return function(*args, **kwargs)
     finally:
