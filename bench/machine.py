@@ -2,13 +2,15 @@
 reply through the outbox; and, at the default limits, 300 new customers at once with one worker, and their
 300 replies queued before one worker starts (its own pace, without the webhook's)."""
 
+import os
+import resource
 import time
 
 import httpx
 
 from bots.sandbox.client import SandboxClient
 
-from .stack import BOT_TOKEN
+from .stack import BOT_TOKEN, machine_cpu_seconds
 from .traffic import FIRST_USER_ID, distinct_update_ids, stream_from
 from .webhook import load_spec, run_load
 
@@ -94,11 +96,18 @@ def whole_machine(stack, *, customers, per_customer, progress):
         f"whole machine: {customers} customers x {per_customer} messages (+10% redeliveries) over 2 daphne, "
         f"2 workers, every update answered"
     )
+    processes = {"servers": servers, "workers": workers}
+    cpu_before = (
+        machine_cpu_seconds(),
+        finished_children_cpu_seconds(),
+        {kind: cpu_seconds(group) for kind, group in processes.items()},
+    )
     started = time.monotonic()
     ingest = run_load("webhook", load_spec(targets, stream, label="whole machine", concurrency=64))
     queued = sum(outbox_state(stack).values())
     waited, state = wait_for_replies(stack, queued, 180, progress, "whole machine")
     total_s = time.monotonic() - started
+    cpu = cpu_per_update(cpu_before, processes, expected)
     calls = sent_calls(stack)
     (messages_in,) = stack.sql("SELECT count(*) FROM tickets_message WHERE direction = 'in'")[0]
     stack.stop(*servers, *workers)
@@ -117,7 +126,31 @@ def whole_machine(stack, *, customers, per_customer, progress):
         "drain_per_second": sent_rate(calls),
         "seconds_until_all_sent": round(total_s, 1),
         "seconds_after_ingest": round(waited, 1),
+        "cpu_ms_per_update": cpu,
+        # What these cores could ingest if every CPU cycle went to updates and their replies.
+        "cpu_bound_updates_per_second": round(os.cpu_count() * 1000 / cpu["total"], 1),
     }
+
+
+def cpu_seconds(processes):
+    return sum(process.cpu_seconds() for process in processes)
+
+
+def finished_children_cpu_seconds():
+    """CPU time of this process's children that have ended: the load generator's, once it has."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_per_update(before, processes, updates):
+    """Milliseconds of CPU per update (with its reply) since ``before``: the whole machine's, the servers',
+    the workers', the load generator's, and the rest's (PostgreSQL, Redis, the sandbox, anything else)."""
+    machine_before, load_before, by_kind_before = before
+    machine = machine_cpu_seconds() - machine_before
+    by_kind = {kind: cpu_seconds(group) - by_kind_before[kind] for kind, group in processes.items()}
+    by_kind["load_generator"] = finished_children_cpu_seconds() - load_before
+    spent = {"total": machine, **by_kind, "other": machine - sum(by_kind.values())}
+    return {kind: round(seconds * 1000 / updates, 2) for kind, seconds in spent.items()}
 
 
 def _first_contact(stack, customers, first_user_id, label):

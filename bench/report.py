@@ -121,11 +121,17 @@ def machine_table(machine, burst, backlogs):
         for backlog in backlogs
     ]
     stored = "yes" if machine["messages_stored"] == machine["ingest"]["distinct_accepted"] else "**NO**"
+    cpu = machine["cpu_ms_per_update"]
     return [
         *lines,
         "",
         f"- Whole machine: messages stored {machine['messages_stored']} for {machine['ingest']['distinct_accepted']} "
         f"distinct updates answered 200 (equal: {stored}); outbox {machine['outbox']}.",
+        f"- Whole machine, CPU per update with its reply, from the first POST until every reply was sent: "
+        f"{cpu['total']} ms in all: servers {cpu['servers']}, workers {cpu['workers']}, the load generator "
+        f"{cpu['load_generator']}, the rest (PostgreSQL, Redis, the sandbox) {cpu['other']}. With every cycle of "
+        f"these cores on updates, "
+        f"that is at most {machine['cpu_bound_updates_per_second']} updates/s.",
         f"- First contact: the {burst['customers']} automatic replies were all sent "
         f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall; "
         f"{burst['replies_sent_when_ingest_ended']} sent when the last POST was answered).",
