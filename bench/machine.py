@@ -5,12 +5,13 @@ reply through the outbox; and, at the default limits, 300 new customers at once 
 import os
 import resource
 import time
+from pathlib import Path
 
 import httpx
 
 from bots.sandbox.client import SandboxClient
 
-from .stack import BOT_TOKEN, machine_cpu_seconds
+from .stack import BOT_TOKEN, CLOCK_TICKS, machine_cpu_seconds
 from .traffic import FIRST_USER_ID, distinct_update_ids, stream_from
 from .webhook import load_spec, run_load
 
@@ -96,18 +97,14 @@ def whole_machine(stack, *, customers, per_customer, progress):
         f"whole machine: {customers} customers x {per_customer} messages (+10% redeliveries) over 2 daphne, "
         f"2 workers, every update answered"
     )
-    processes = {"servers": servers, "workers": workers}
-    cpu_before = (
-        machine_cpu_seconds(),
-        finished_children_cpu_seconds(),
-        {kind: cpu_seconds(group) for kind, group in processes.items()},
-    )
+    processes = {"servers": servers, "workers": workers, "sandbox": [stack.sandbox]}
+    cpu_before = cpu_snapshot()
     started = time.monotonic()
     ingest = run_load("webhook", load_spec(targets, stream, label="whole machine", concurrency=64))
     queued = sum(outbox_state(stack).values())
     waited, state = wait_for_replies(stack, queued, 180, progress, "whole machine")
     total_s = time.monotonic() - started
-    cpu = cpu_per_update(cpu_before, processes, expected)
+    cpu = cpu_per_update(cpu_before, cpu_snapshot(), processes, expected)
     calls = sent_calls(stack)
     (messages_in,) = stack.sql("SELECT count(*) FROM tickets_message WHERE direction = 'in'")[0]
     stack.stop(*servers, *workers)
@@ -132,24 +129,40 @@ def whole_machine(stack, *, customers, per_customer, progress):
     }
 
 
-def cpu_seconds(processes):
-    return sum(process.cpu_seconds() for process in processes)
+# Services by their processes' command names.
+SERVICES = {"postgres": "postgresql", "redis-server": "redis"}
 
 
-def finished_children_cpu_seconds():
-    """CPU time of this process's children that have ended: the load generator's, once it has."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def cpu_snapshot():
+    """The machine's busy CPU seconds, each process's ({pid: (command name, seconds)}), and that of this
+    process's children that have ended (the load generator's, once it has)."""
+    processes = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        processes[int(stat.parent.name)] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return machine_cpu_seconds(), processes, children.ru_utime + children.ru_stime
 
 
-def cpu_per_update(before, processes, updates):
-    """Milliseconds of CPU per update (with its reply) since ``before``: the whole machine's, the servers',
-    the workers', the load generator's, and the rest's (PostgreSQL, Redis, the sandbox, anything else)."""
-    machine_before, load_before, by_kind_before = before
-    machine = machine_cpu_seconds() - machine_before
-    by_kind = {kind: cpu_seconds(group) - by_kind_before[kind] for kind, group in processes.items()}
-    by_kind["load_generator"] = finished_children_cpu_seconds() - load_before
-    spent = {"total": machine, **by_kind, "other": machine - sum(by_kind.values())}
+def cpu_per_update(before, after, processes, updates):
+    """Milliseconds of CPU per update (with its reply) between two snapshots: the whole machine's, each of
+    ``processes`` groups', PostgreSQL's and Redis' (their processes alive at the end), the load generator's,
+    and the rest."""
+    (machine_before, before_by_pid, children_before), (machine_after, after_by_pid, children_after) = before, after
+
+    def used(pid):
+        return after_by_pid[pid][1] - before_by_pid.get(pid, ("", 0.0))[1] if pid in after_by_pid else 0.0
+
+    spent = {kind: sum(used(process.pid) for process in group) for kind, group in processes.items()}
+    for command, service in SERVICES.items():
+        spent[service] = sum(used(pid) for pid, (name, _) in after_by_pid.items() if name == command)
+    spent["load_generator"] = children_after - children_before
+    total = machine_after - machine_before
+    spent = {"total": total, **spent, "other": total - sum(spent.values())}
     return {kind: round(seconds * 1000 / updates, 2) for kind, seconds in spent.items()}
 
 

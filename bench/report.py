@@ -128,9 +128,9 @@ def machine_table(machine, burst, backlogs):
         f"- Whole machine: messages stored {machine['messages_stored']} for {machine['ingest']['distinct_accepted']} "
         f"distinct updates answered 200 (equal: {stored}); outbox {machine['outbox']}.",
         f"- Whole machine, CPU per update with its reply, from the first POST until every reply was sent: "
-        f"{cpu['total']} ms in all: servers {cpu['servers']}, workers {cpu['workers']}, the load generator "
-        f"{cpu['load_generator']}, the rest (PostgreSQL, Redis, the sandbox) {cpu['other']}. With every cycle of "
-        f"these cores on updates, "
+        f"{cpu['total']} ms in all: servers {cpu['servers']}, workers {cpu['workers']}, PostgreSQL "
+        f"{cpu['postgresql']}, Redis {cpu['redis']}, the sandbox {cpu['sandbox']}, the load generator "
+        f"{cpu['load_generator']}, anything else {cpu['other']}. With every cycle of these cores on updates, "
         f"that is at most {machine['cpu_bound_updates_per_second']} updates/s.",
         f"- First contact: the {burst['customers']} automatic replies were all sent "
         f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall; "
