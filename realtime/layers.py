@@ -31,6 +31,16 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
             _wrap_close(self, loop)
         return self._layers[loop]
 
+    @property
+    def shard_count(self):
+        return len(self._get_layer()._shards)
+
+    def shard_of_group(self, group):
+        """The index of the Redis shard that carries ``group``'s messages (channels-redis has no public way to
+        ask). Like the rest of the layer, it needs a running event loop."""
+        layer = self._get_layer()
+        return layer._shards.index(layer._get_shard(layer._get_group_channel_name(group)))
+
     def deserialize(self, message):
         # A loss is queued among the channel's messages, after those received before it.
         if isinstance(message, SubscriptionLost):
