@@ -124,4 +124,8 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             error,
             len(listeners),
         )
-        await broken.aclose()
+        try:
+            await broken.aclose()
+        except Exception:
+            # Only the broken connection's bookkeeping is left to drop; this task must go on receiving.
+            logger.debug("Closing a broken subscriber connection failed.", exc_info=True)
