@@ -36,9 +36,12 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
         )
     if "machine" in workloads:
         customers, per_customer = (60, 2) if quick else (300, 3)
-        results["machine"] = machine.whole_machine(
-            stack, customers=customers, per_customer=per_customer, progress=progress
-        )
+        results["machine"] = [
+            machine.whole_machine(
+                stack, customers=customers, per_customer=per_customer, progress=progress, limits=limits
+            )
+            for limits in (machine.RAISED_LIMITS, {})
+        ]
         results["first_contact"] = machine.first_contact_burst(stack, customers=60 if quick else 300, progress=progress)
         results["backlog"] = [
             machine.queued_backlog(stack, customers=120 if quick else 300, telegram_latency=latency, progress=progress)

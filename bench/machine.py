@@ -2,13 +2,16 @@
 reply through the outbox; and, at the default limits, 300 new customers at once with one worker, and their
 300 replies queued before one worker starts (its own pace, without the webhook's)."""
 
+import os
+import resource
 import time
+from pathlib import Path
 
 import httpx
 
 from bots.sandbox.client import SandboxClient
 
-from .stack import BOT_TOKEN
+from .stack import BOT_TOKEN, CLOCK_TICKS, machine_cpu_seconds
 from .traffic import FIRST_USER_ID, distinct_update_ids, stream_from
 from .webhook import load_spec, run_load
 
@@ -79,30 +82,37 @@ def sent_rate(calls):
     return round((len(times) - 1) / (times[-1] - times[0]), 1) if times[-1] > times[0] else None
 
 
-def whole_machine(stack, *, customers, per_customer, progress):
+def whole_machine(stack, *, customers, per_customer, progress, limits):
+    """Two daphne processes and two workers, every update answered by a reply; ``limits``: Telegram's rate
+    limits for the run (RAISED_LIMITS, or {} for the defaults, at which the outbox drains at ~30/s)."""
     stack.reset_data()
     SandboxClient(stack.sandbox.url, BOT_TOKEN).reset()
     first_user_id = FIRST_USER_ID + 100_000_000
     register_chats(stack, [first_user_id + number for number in range(customers)])
-    servers = [stack.start_server("daphne", name=f"daphne-machine-{number}", **RAISED_LIMITS) for number in range(2)]
-    workers = [stack.start_worker(name=f"worker-machine-{number}", **RAISED_LIMITS) for number in range(2)]
+    servers = [stack.start_server("daphne", name=f"daphne-machine-{number}", **limits) for number in range(2)]
+    workers = [stack.start_worker(name=f"worker-machine-{number}", **limits) for number in range(2)]
     stream = {"kind": "conversation", "customers": customers, "per_customer": per_customer}
     stream |= {"duplicate_share": 0.1, "seed": 11, "first_update_id": 50_000_000, "first_user_id": first_user_id}
     expected = len(distinct_update_ids(stream_from(stream)))
     targets = [f"{server.url}/telegram/webhook/" for server in servers]
+    which = "Telegram's limits raised" if limits else "Telegram's default limits"
     progress(
-        f"whole machine: {customers} customers x {per_customer} messages (+10% redeliveries) over 2 daphne, "
-        f"2 workers, every update answered"
+        f"whole machine ({which}): {customers} customers x {per_customer} messages (+10% redeliveries) over "
+        f"2 daphne, 2 workers, every update answered"
     )
+    processes = {"servers": servers, "workers": workers, "sandbox": [stack.sandbox]}
+    cpu_before = cpu_snapshot()
     started = time.monotonic()
     ingest = run_load("webhook", load_spec(targets, stream, label="whole machine", concurrency=64))
     queued = sum(outbox_state(stack).values())
     waited, state = wait_for_replies(stack, queued, 180, progress, "whole machine")
     total_s = time.monotonic() - started
+    cpu = cpu_per_update(cpu_before, cpu_snapshot(), processes, expected)
     calls = sent_calls(stack)
     (messages_in,) = stack.sql("SELECT count(*) FROM tickets_message WHERE direction = 'in'")[0]
     stack.stop(*servers, *workers)
     return {
+        "limits_raised": bool(limits),
         "updates": ingest["requests"],
         "distinct_updates": expected,
         "ingest": ingest,
@@ -117,7 +127,47 @@ def whole_machine(stack, *, customers, per_customer, progress):
         "drain_per_second": sent_rate(calls),
         "seconds_until_all_sent": round(total_s, 1),
         "seconds_after_ingest": round(waited, 1),
+        "cpu_ms_per_update": cpu,
+        # What these cores could ingest if every CPU cycle went to updates and their replies.
+        "cpu_bound_updates_per_second": round(os.cpu_count() * 1000 / cpu["total"], 1),
     }
+
+
+# Services by their processes' command names.
+SERVICES = {"postgres": "postgresql", "redis-server": "redis"}
+
+
+def cpu_snapshot():
+    """The machine's busy CPU seconds, each process's ({pid: (command name, seconds)}), and that of this
+    process's children that have ended (the load generator's, once it has)."""
+    processes = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        processes[int(stat.parent.name)] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return machine_cpu_seconds(), processes, children.ru_utime + children.ru_stime
+
+
+def cpu_per_update(before, after, processes, updates):
+    """Milliseconds of CPU per update (with its reply) between two snapshots: the whole machine's, each of
+    ``processes`` groups', PostgreSQL's and Redis' (their processes alive at the end), the load generator's,
+    and the rest."""
+    (machine_before, before_by_pid, children_before), (machine_after, after_by_pid, children_after) = before, after
+
+    def used(pid):
+        return after_by_pid[pid][1] - before_by_pid.get(pid, ("", 0.0))[1] if pid in after_by_pid else 0.0
+
+    spent = {kind: sum(used(process.pid) for process in group) for kind, group in processes.items()}
+    for command, service in SERVICES.items():
+        spent[service] = sum(used(pid) for pid, (name, _) in after_by_pid.items() if name == command)
+    spent["load_generator"] = children_after - children_before
+    total = machine_after - machine_before
+    spent = {"total": total, **spent, "other": total - sum(spent.values())}
+    return {kind: round(seconds * 1000 / updates, 2) for kind, seconds in spent.items()}
 
 
 def _first_contact(stack, customers, first_user_id, label):

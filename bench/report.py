@@ -97,17 +97,34 @@ def fanout_table(results):
     return lines + (["", *notes] if notes else [])
 
 
-def machine_table(machine, burst, backlogs):
-    ingest = machine["ingest"]
+def _machine_notes(machine):
+    limits = "rate limits raised" if machine["limits_raised"] else "default limits"
+    stored = "yes" if machine["messages_stored"] == machine["ingest"]["distinct_accepted"] else "**NO**"
+    cpu = machine["cpu_ms_per_update"]
+    return [
+        f"- Whole machine ({limits}): messages stored {machine['messages_stored']} for "
+        f"{machine['ingest']['distinct_accepted']} distinct updates answered 200 (equal: {stored}); outbox "
+        f"{machine['outbox']}. CPU per update with its reply, from the first POST until every reply was sent: "
+        f"{cpu['total']} ms in all: servers {cpu['servers']}, workers {cpu['workers']}, PostgreSQL "
+        f"{cpu['postgresql']}, Redis {cpu['redis']}, the sandbox {cpu['sandbox']}, the load generator "
+        f"{cpu['load_generator']}, anything else {cpu['other']}; with every cycle of these cores on updates, at "
+        f"most {machine['cpu_bound_updates_per_second']} updates/s.",
+    ]
+
+
+def machine_table(machines, burst, backlogs):
     lines = [
         "| run | updates (distinct) | ingest/s | ingest p50 / p99 ms | replies queued / sent | doubled | "
         "out of order | drain/s | s until all sent |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| 2 daphne + 2 workers, rate limit raised | {machine['updates']} ({machine['distinct_updates']}) | "
-        f"{ingest['per_second']} | {_pair(ingest)} | "
-        f"{machine['replies_queued']} / {machine['outbox'].get('sent', 0)} | "
-        f"{machine['replies_doubled']} | {machine['order_violations']} | {machine['drain_per_second']} | "
-        f"{machine['seconds_until_all_sent']} |",
+        *(
+            f"| 2 daphne + 2 workers, {'rate limits raised' if machine['limits_raised'] else 'default limits'} | "
+            f"{machine['updates']} ({machine['distinct_updates']}) | {machine['ingest']['per_second']} | "
+            f"{_pair(machine['ingest'])} | {machine['replies_queued']} / {machine['outbox'].get('sent', 0)} | "
+            f"{machine['replies_doubled']} | {machine['order_violations']} | {machine['drain_per_second']} | "
+            f"{machine['seconds_until_all_sent']} |"
+            for machine in machines
+        ),
         f"| {burst['customers']} new customers at once, 1 daphne + 1 worker, default limits | {burst['customers']} | "
         f"{burst['ingest']['per_second']} | {_pair(burst['ingest'])} | {sum(burst['outbox'].values())} / "
         f"{burst['outbox'].get('sent', 0)} | {burst['replies_doubled']} | – | {burst['drain_per_second']} | "
@@ -120,12 +137,10 @@ def machine_table(machine, burst, backlogs):
         f"{backlog['drain_per_second']} | {backlog['seconds_until_all_sent']} |"
         for backlog in backlogs
     ]
-    stored = "yes" if machine["messages_stored"] == machine["ingest"]["distinct_accepted"] else "**NO**"
     return [
         *lines,
         "",
-        f"- Whole machine: messages stored {machine['messages_stored']} for {machine['ingest']['distinct_accepted']} "
-        f"distinct updates answered 200 (equal: {stored}); outbox {machine['outbox']}.",
+        *(line for machine in machines for line in _machine_notes(machine)),
         f"- First contact: the {burst['customers']} automatic replies were all sent "
         f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall; "
         f"{burst['replies_sent_when_ingest_ended']} sent when the last POST was answered).",

@@ -41,6 +41,12 @@ def wait_for(predicate, timeout, what):
     return result
 
 
+def machine_cpu_seconds():
+    """CPU time the whole machine has spent busy so far (every process, every core): /proc/stat's first line."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 @dataclass
 class Process:
     name: str

@@ -18,6 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from telegram.error import TelegramError
 
+from supportsite.machine_requests import machine_endpoint
+
 from . import dead_letters, updates
 from .application import get_application
 from .db_executor import run_in_db_thread
@@ -37,6 +39,7 @@ def _has_valid_secret(request):
     return hmac.compare_digest(supplied.encode(), settings.TELEGRAM_WEBHOOK_SECRET.encode())
 
 
+@machine_endpoint
 @csrf_exempt
 @require_POST
 async def telegram_webhook(request):

@@ -1,13 +1,12 @@
 """The health probes: GET /healthz (liveness, no I/O) and GET /readyz (readiness, the health checks).
 
-They are answered by ``probes_first``, the outermost middleware, before anything else runs: load
-balancers and process supervisors probe a server by its address (``Host: 10.0.0.5:8000``), which
+They are answered by the outermost middleware (supportsite.machine_requests), before anything else runs:
+load balancers and process supervisors probe a server by its address (``Host: 10.0.0.5:8000``), which
 ``ALLOWED_HOSTS`` would refuse with 400, and a probe needs no session, CSRF check or HTTPS redirect.
 """
 
 import asyncio
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
 from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.utils.cache import add_never_cache_headers
 
@@ -46,23 +45,3 @@ async def answer_probe(request, probe):
     response = await probe(request) if request.method in ("GET", "HEAD") else HttpResponseNotAllowed(["GET"])
     add_never_cache_headers(response)
     return response
-
-
-def probes_first(get_response):
-    """Middleware (first in MIDDLEWARE): answer the probes, pass everything else on."""
-    if iscoroutinefunction(get_response):
-
-        async def middleware(request):
-            probe = PROBES.get(request.path_info)
-            return await get_response(request) if probe is None else await answer_probe(request, probe)
-
-        return markcoroutinefunction(middleware)
-
-    def middleware(request):
-        probe = PROBES.get(request.path_info)
-        return get_response(request) if probe is None else async_to_sync(answer_probe)(request, probe)
-
-    return middleware
-
-
-probes_first.sync_capable = probes_first.async_capable = True

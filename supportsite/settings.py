@@ -70,8 +70,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # GET /healthz and /readyz, answered before host validation and the rest (ops.views).
-    "ops.views.probes_first",
+    # GET /healthz and /readyz before host validation and the rest, the Telegram webhook before the
+    # browser middleware (supportsite.machine_requests).
+    "supportsite.machine_requests.machine_requests_first",
     "django.middleware.security.SecurityMiddleware",
     "supportsite.csp.ContentSecurityPolicyMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",

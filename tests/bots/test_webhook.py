@@ -163,6 +163,7 @@ def test_bad_requests_get_the_right_4xx_and_store_nothing(start_server):
     valid = factories.update(9001, "hi")
     cases = [
         ("missing secret", {"json": valid}, 403),
+        ("a host not allowed", {"json": valid, "headers": {**good_secret, "Host": "evil.example"}}, 400),
         ("wrong secret", {"json": valid, "headers": {"X-Telegram-Bot-Api-Secret-Token": "guess"}}, 403),
         ("not JSON", {"content": b"{not json", "headers": good_secret}, 400),
         ("not UTF-8", {"content": b'{"update_id": "\xff"}', "headers": good_secret}, 400),
@@ -191,6 +192,22 @@ def test_bad_requests_get_the_right_4xx_and_store_nothing(start_server):
     log = server.log()
     assert "test-webhook-secret" not in log
     assert server.token not in log
+
+
+def test_the_webhook_is_served_without_the_browser_middleware_and_pages_keep_it(start_server):
+    """supportsite.machine_requests: Telegram's POST skips sessions, CSRF, CSP and frame options (their
+    thread hops were a fifth of an update's CPU); a page still gets them."""
+    server = start_server()
+    browser_headers = ("X-Frame-Options", "Content-Security-Policy", "X-Content-Type-Options")
+
+    webhook = server.post_update(factories.update(9101, "hi"))
+    login_page = httpx.get(f"{server.url}/accounts/login/", timeout=30)
+
+    assert webhook.status_code == 200
+    assert [name for name in browser_headers if name in webhook.headers] == []
+    assert Message.objects.filter(direction=Message.Direction.IN).count() == 1
+    assert login_page.status_code == 200
+    assert [name for name in browser_headers if name in login_page.headers] == list(browser_headers)
 
 
 def test_unhandled_update_kinds_and_group_chats_are_accepted_and_ignored(start_server):
