@@ -16,14 +16,18 @@ INSTALLED_APPS.insert(INSTALLED_APPS.index("realtime"), "bench.apps.BenchConfig"
 ROOT_URLCONF = "bench.urls"
 ASGI_APPLICATION = "bench.asgi.application"
 
-# BENCH_CHANNEL_LAYER=pubsub swaps channels-redis' core layer for RedisPubSubChannelLayer.
-if REDIS_URL and os.environ.get("BENCH_CHANNEL_LAYER") == "pubsub":
+# BENCH_CHANNEL_LAYER=core swaps the product's layer (pub/sub) for channels-redis' core layer, on one Redis:
+# the fan-out's comparison of the two.
+if REDIS_URL and os.environ.get("BENCH_CHANNEL_LAYER") == "core":
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"],
+                # Its receive blocks on Redis for up to 5 s: reads must be allowed longer (SPEC §6).
+                "hosts": [{**CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0], "socket_timeout": 30}],
                 "prefix": f"{REDIS_PREFIX}:asgi",
+                "capacity": 1000,
+                "expiry": 60,
             },
         }
     }

@@ -1,17 +1,131 @@
-"""The channel layer on Redis: channels-redis' core layer, with its sharding fixed.
+"""The channel layer on Redis: channels-redis' pub/sub layer, made to tell its receivers what it lost.
 
-With several Redis hosts, channels-redis 4.3 picks the shard of a direct send to a process-specific
-channel (``specific.<client>!<id>``) by hashing the whole name, while the receiving process reads the
-shard of the part up to "!": about half such messages go to a shard nobody reads (django/channels#1492).
-Group sends already hash that part. Hashing every name up to its "!" makes the three agree.
+The pub/sub layer delivers at most once. When a shard's subscriber connection drops (Redis restarted or
+failed over), channels-redis 4.3 logs the error and redis-py subscribes again once Redis answers, but
+whatever was published in between is gone while the consumers go on waiting: a desk socket would stay open
+and silently miss events. Here every channel that listened through that connection gets SubscriptionLost
+from receive() instead, so its consumer ends (the socket closes with 1011) and the client's reconnect and
+resume read the gap from the history (G12). docs/architecture.md, "The channel layer".
 """
 
-from channels_redis.core import RedisChannelLayer as CoreRedisChannelLayer
+import asyncio
+import logging
+
+from channels_redis import pubsub
+from channels_redis.utils import _wrap_close
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+logger = logging.getLogger(__name__)
 
 
-class RedisChannelLayer(CoreRedisChannelLayer):
-    def consistent_hash(self, value):
-        name = value.decode() if isinstance(value, bytes) else value
-        if "!" in name:
-            name = name[: name.index("!") + 1]
-        return super().consistent_hash(name)
+class SubscriptionLost(Exception):
+    """The layer's subscription to a shard dropped: messages for this channel may have been lost."""
+
+
+class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    def _get_layer(self):
+        # channels-redis' own, building our loop layer: one per event loop, flushed when the loop closes.
+        loop = asyncio.get_running_loop()
+        if loop not in self._layers:
+            self._layers[loop] = LoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)
+        return self._layers[loop]
+
+    @property
+    def shard_count(self):
+        return len(self._get_layer()._shards)
+
+    def shard_of_group(self, group):
+        """The index of the Redis shard that carries ``group``'s messages (channels-redis has no public way to
+        ask). Like the rest of the layer, it needs a running event loop."""
+        layer = self._get_layer()
+        return layer._shards.index(layer._get_shard(layer._get_group_channel_name(group)))
+
+    def deserialize(self, message):
+        # A loss is queued among the channel's messages, after those received before it.
+        if isinstance(message, SubscriptionLost):
+            raise message
+        return super().deserialize(message)
+
+
+class LoopLayer(pubsub.RedisPubSubLoopLayer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shards = [ShardConnection(shard.host, self) for shard in self._shards]
+
+    async def _subscribe_to_channel(self, channel):
+        try:
+            await super()._subscribe_to_channel(channel)
+        except BaseException:
+            # channels-redis would keep the queue of a channel it could not subscribe: one per socket
+            # refused while Redis is down.
+            self.channels.pop(channel, None)
+            raise
+
+    async def receive(self, channel):
+        try:
+            return await super().receive(channel)
+        except SubscriptionLost:
+            await self._forget(channel)
+            raise
+
+    async def _forget(self, channel):
+        """Drop a channel whose consumer ends, with its subscriptions (its groups' once they are empty)."""
+        self.channels.pop(channel, None)
+        names = [channel]
+        for group_channel, members in list(self.groups.items()):
+            members.discard(channel)
+            if not members:
+                del self.groups[group_channel]
+                names.append(group_channel)
+        for name in names:
+            try:
+                await self._get_shard(name).unsubscribe(name)
+            except Exception:
+                logger.warning("Could not unsubscribe %s from its Redis shard.", name, exc_info=True)
+
+
+class ShardConnection(pubsub.RedisSingleShardConnection):
+    async def publish(self, channel, message):
+        try:
+            await super().publish(channel, message)
+        except RedisConnectionError:
+            # A pooled connection opened before a Redis restart fails its first command and is then
+            # dropped; had this send been lost, a socket that already resumed would miss its event.
+            await super().publish(channel, message)
+
+    async def _do_receiving(self):
+        while True:
+            if not (self._pubsub and self._pubsub.subscribed):
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            except Exception as error:
+                await self._lose_subscriptions(error)
+                continue
+            self._receive_message(message)
+
+    async def _lose_subscriptions(self, error):
+        """Start this shard's subscriptions afresh, and tell every channel that listened through them."""
+        layer = self.channel_layer
+        async with self._lock:
+            lost, self._subscribed_to = self._subscribed_to, set()
+            broken, self._pubsub = self._pubsub, self._redis.pubsub()
+            listeners = {name for name in lost if name in layer.channels}
+            for name in lost:
+                listeners.update(layer.groups.get(name, ()))
+            for channel in listeners:
+                if channel in layer.channels:
+                    layer.channels[channel].put_nowait(SubscriptionLost(str(error)))
+        logger.warning(
+            "Lost the subscriptions to Redis shard %d (%s): %d channels end, their sockets reconnect and resume.",
+            layer._shards.index(self),
+            error,
+            len(listeners),
+        )
+        try:
+            await broken.aclose()
+        except Exception:
+            # Only the broken connection's bookkeeping is left to drop; this task must go on receiving.
+            logger.debug("Closing a broken subscriber connection failed.", exc_info=True)

@@ -17,12 +17,13 @@ class ProbeLost(Exception):
 
 
 def _probe_groups(layer):
-    """One fresh group name per shard: channels-redis keeps a group on the shard its name hashes to."""
-    ring_size = getattr(layer, "ring_size", 1)
+    """One fresh group name per shard: a group's messages travel through the shard its name hashes to."""
+    if isinstance(layer, InMemoryChannelLayer):
+        return [f"health.{uuid.uuid4().hex}"]
     groups = {}
-    while len(groups) < ring_size:
+    while len(groups) < layer.shard_count:
         name = f"health.{uuid.uuid4().hex}"
-        groups.setdefault(layer.consistent_hash(name) if ring_size > 1 else 0, name)
+        groups.setdefault(layer.shard_of_group(name), name)
     return list(groups.values())
 
 
@@ -48,5 +49,5 @@ async def round_trip():
                 raise ProbeLost("the channel layer returned another message than the one sent")
         return LayerProbe(shards=len(groups), shared=not isinstance(layer, InMemoryChannelLayer))
     finally:
-        if hasattr(layer, "close_pools"):
-            await layer.close_pools()
+        # Forgets the probe's channel and groups and closes the layer's connections (both layers have it).
+        await layer.flush()

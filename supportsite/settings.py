@@ -145,7 +145,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer and cache -------------------------------------------------------------
 # One Redis (REDIS_URL), several shards (REDIS_URL with comma-separated URLs: channels-redis spreads
-# channels and groups over them by consistent hashing, the cache spreads keys the same way), or
+# channels and groups over them by hashing their names, the cache spreads keys the same way), or
 # masters found through Redis Sentinel (REDIS_SENTINELS, one master name per shard in
 # REDIS_SENTINEL_MASTERS). Redis Cluster is not supported by channels-redis.
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -158,9 +158,9 @@ REDIS_SENTINEL_DB = env_number("REDIS_SENTINEL_DB", 0)
 REDIS_PASSWORD = os.environ.get("REDIS_PASSWORD") or None  # the masters' password, with Sentinel
 # Prefixes every key this deployment writes, so several deployments (or test runs) can share one Redis.
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "supportsite")
-# channels-redis blocks on Redis for up to 5 s waiting for a message; redis-py's asyncio default
-# socket_timeout of 5 s would kill idle consumers, so allow longer reads on the channel layer.
-CHANNEL_LAYER_CONNECTION = {"socket_timeout": 30, "socket_connect_timeout": 5}
+# The pub/sub layer polls its subscriptions with reads of their own 0.1 s timeout, so an idle socket never
+# meets socket_timeout (SPEC §6 is about the core layer's 5 s blocking reads); it bounds the commands.
+CHANNEL_LAYER_CONNECTION = {"socket_timeout": 5, "socket_connect_timeout": 5}
 CACHE_CONNECTION = {"SOCKET_TIMEOUT": 5, "SOCKET_CONNECT_TIMEOUT": 5}
 if REDIS_SENTINELS:
     sentinel_kwargs = {"socket_timeout": 5, "socket_connect_timeout": 5}
@@ -189,8 +189,9 @@ elif REDIS_URLS:
 if REDIS_SENTINELS or REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "realtime.layers.RedisChannelLayer",
-            "CONFIG": {"hosts": channel_layer_hosts, "prefix": f"{REDIS_PREFIX}:asgi", "capacity": 1000, "expiry": 60},
+            # channels-redis' pub/sub layer: at most once, which the history's resume makes whole (G12).
+            "BACKEND": "realtime.layers.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": channel_layer_hosts, "prefix": f"{REDIS_PREFIX}:asgi"},
         }
     }
     # django-redis: its ShardClient spreads keys over the shards (every process agrees which key lives

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -160,14 +160,29 @@ def wait_for_lock_wait(message, count=1):
 
 
 # --- Listening to the channel layer like a consumer would -------------------------------------------
+# The pub/sub layer subscribes per event loop and hears only what is published while it is subscribed, so
+# the listeners all live on one event loop, running in a thread of its own for the whole session.
+_listening_loop = None
+
+
+def _on_listening_loop(coroutine):
+    global _listening_loop
+    if _listening_loop is None:
+        _listening_loop = asyncio.new_event_loop()
+        threading.Thread(target=_listening_loop.run_forever, name="channel-layer listeners", daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(coroutine, _listening_loop).result()
 
 
 def listen_to(group):
     """A new channel-layer channel added to ``group``; read it with drain() or next_event()."""
     layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
-    return channel
+
+    async def join():
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        return channel
+
+    return _on_listening_loop(join())
 
 
 def drain(channel, quiet=1.0):
@@ -182,7 +197,7 @@ def drain(channel, quiet=1.0):
             except TimeoutError:
                 return events
 
-    return asyncio.run(run())
+    return _on_listening_loop(run())
 
 
 def next_event(channel, predicate, timeout=20):
@@ -197,7 +212,7 @@ def next_event(channel, predicate, timeout=20):
                         return event
 
     try:
-        return asyncio.run(run())
+        return _on_listening_loop(run())
     except TimeoutError:
         pytest.fail(f"No matching event on {channel} within {timeout} s.")
 

@@ -1,0 +1,83 @@
+"""The product's channel layer (realtime.layers) on private Redis servers that the tests stop and restart:
+a receiver that may have missed messages is told so, instead of waiting on as if nothing happened."""
+
+import asyncio
+
+import pytest
+
+from realtime.layers import RedisPubSubChannelLayer, SubscriptionLost
+
+
+def layer_on(*shards):
+    return RedisPubSubChannelLayer(hosts=[{"address": shard.url, "socket_timeout": 5} for shard in shards])
+
+
+def group_on(layer, shard_index):
+    """A group name whose messages travel through the shard ``shard_index``."""
+    return next(name for number in range(1000) if layer.shard_of_group(name := f"group-{number}") == shard_index)
+
+
+async def joined(layer, group):
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    return channel
+
+
+def test_a_redis_restart_ends_the_receivers_it_cut_off_and_new_ones_hear_again(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        channel = await joined(receiver, "room")
+        await sender.group_send("room", {"type": "before"})
+        before = await asyncio.wait_for(receiver.receive(channel), 5)
+        waiting = asyncio.ensure_future(receiver.receive(channel))
+
+        redis.stop()
+        redis.start()
+        # Restarted between two of the layer's polls: what was published meanwhile is gone, so it must say so.
+        with pytest.raises(SubscriptionLost):
+            await asyncio.wait_for(waiting, 10)
+
+        again = await joined(receiver, "room")
+        # The sender's pooled connection is from before the restart.
+        await sender.group_send("room", {"type": "after"})
+        after = await asyncio.wait_for(receiver.receive(again), 5)
+        loop_layer = receiver._get_layer()
+        left = (set(loop_layer.channels), {name: set(members) for name, members in loop_layer.groups.items()})
+        for layer in (receiver, sender):
+            await layer.flush()
+        return before, after, left, again
+
+    before, after, left, again = asyncio.run(scenario())
+
+    assert (before, after) == ({"type": "before"}, {"type": "after"})
+    # The ended channel is forgotten, with its group membership.
+    assert left == ({again}, {"asgi__group__room": {again}})
+
+
+def test_a_stopped_shard_ends_only_the_receivers_that_listened_through_it(redis_server):
+    shards = [redis_server(), redis_server()]
+
+    async def scenario():
+        receiver, sender = layer_on(*shards), layer_on(*shards)
+        staying_group, cut_group = group_on(receiver, 0), group_on(receiver, 1)
+        # A channel whose own subscription and group both live on the first shard.
+        while True:
+            staying = await joined(receiver, staying_group)
+            if receiver._get_layer()._shards.index(receiver._get_shard(staying)) == 0:
+                break
+            await receiver.group_discard(staying_group, staying)
+        cut = await joined(receiver, cut_group)
+
+        waiting = asyncio.ensure_future(receiver.receive(cut))
+        shards[1].stop()
+        with pytest.raises(SubscriptionLost):
+            await asyncio.wait_for(waiting, 10)
+        await sender.group_send(staying_group, {"type": "still here"})
+        still = await asyncio.wait_for(receiver.receive(staying), 5)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return still
+
+    assert asyncio.run(scenario()) == {"type": "still here"}
