@@ -9,9 +9,11 @@ sockets") describes the protocol, the resume rule and the numbers.
 
 import asyncio
 import json
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from redis.exceptions import RedisError
 
 from tickets import queries, services
 from tickets.hooks import agent_typing, held_announcements, send_held
@@ -20,11 +22,17 @@ from tickets.models import Ticket
 from . import events
 from .broadcast import send_to_group
 from .groups import INBOX, agent_group, agent_sockets, ticket_group
+from .layers import SubscriptionLost
 from .protocol import TYPING_EXPIRES_IN_SECONDS, BadFrame, parse_frame
 from .sessions import NOT_AUTHENTICATED, NOT_STAFF, session_tag
 
+logger = logging.getLogger(__name__)
+
 # Close codes (SPEC §4, with realtime.sessions'). The socket is accepted first, so that the client sees the code.
 NO_SUCH_TICKET = 4404
+# The channel layer could not subscribe the socket, or lost its subscriptions (realtime.layers): Redis is
+# away. The client reconnects and resumes from the history (G12).
+LAYER_UNAVAILABLE = 4503
 
 
 def on_database_thread(function):
@@ -39,6 +47,16 @@ class DeskConsumer(AsyncWebsocketConsumer):
 
     # The client frame types this socket accepts (realtime.protocol.FRAMES).
     frame_types = ()
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        except (SubscriptionLost, OSError, RedisError) as error:
+            # Redis restarting, say: a close the client acts on, not an application error per socket.
+            logger.info("Desk socket closed, the channel layer is unavailable: %s", error)
+            await self.disconnect(LAYER_UNAVAILABLE)
+            # Straight to the server: a failed subscription ends the consumer before it could send.
+            await send({"type": "websocket.close", "code": LAYER_UNAVAILABLE})
 
     async def connect(self):
         user = self.scope["user"]
@@ -161,7 +179,7 @@ class TicketConsumer(DeskConsumer):
         return True
 
     async def disconnect(self, code):
-        if self.typing:
+        if self.typing and code != LAYER_UNAVAILABLE:  # Redis is away: the typing expires by itself (G7)
             await self.relay_typing("stop")
         if self.telegram_typing is not None:
             self.telegram_typing.cancel()

@@ -4,8 +4,9 @@ The pub/sub layer delivers at most once. When a shard's subscriber connection dr
 failed over), channels-redis 4.3 logs the error and redis-py subscribes again once Redis answers, but
 whatever was published in between is gone while the consumers go on waiting: a desk socket would stay open
 and silently miss events. Here every channel that listened through that connection gets SubscriptionLost
-from receive() instead, so its consumer ends (the socket closes with 1011) and the client's reconnect and
-resume read the gap from the history (G12). docs/architecture.md, "The channel layer".
+from receive() instead, so its consumer ends (realtime.consumers closes the socket with 4503) and the
+client's reconnect and resume read the gap from the history (G12). docs/architecture.md,
+"The channel layer".
 """
 
 import asyncio
