@@ -176,6 +176,7 @@ def round_trips_per_update(stack, *, count, progress):
 def profile_webhook(stack, *, count, name, progress):
     """Sample a daphne serving ``count`` updates (10% duplicates) with py-spy, then the same process serving as
     many requests to the bare INSERT view; write both, with the round trips, to bench/profiles/<name>.txt."""
+    from .endpoints import BARE_PATH
     from .webhook import run_load, webhook_spec
 
     stack.reset_data()
@@ -191,9 +192,7 @@ def profile_webhook(stack, *, count, name, progress):
     collapsed = recording.stop()
     progress(f"profile: py-spy on the same daphne while it serves {count} requests to the bare INSERT view")
     bare_recording = Recording(server, stack.run_dir / f"{name}-bare.collapsed").start()
-    bare_spec = webhook_spec(
-        server, "/bench/insert/", count=count, duplicates=0, seed=3, first_update_id=1, label="bare"
-    )
+    bare_spec = webhook_spec(server, BARE_PATH, count=count, duplicates=0, seed=3, first_update_id=1, label="bare")
     bare_load = run_load("webhook", bare_spec)
     bare_collapsed = bare_recording.stop()
     stack.stop(server)

@@ -51,8 +51,13 @@ def webhook_table(results):
     ]
     notes = []
     for server, sides in results.items():
-        for side, label in (("ours", "webhook"), ("bare", "bare INSERT view")):
-            row = sides[side]
+        for side, label in (
+            ("ours", "webhook"),
+            ("bare", "bare INSERT view"),
+            ("bare_behind_middleware", "bare INSERT view behind the browser middleware"),
+        ):
+            if (row := sides.get(side)) is None:
+                continue
             kinds = row["by_kind"]
             lines.append(
                 f"| {server} | {label} | {row['requests']} | {row['per_second']} | {_pair(row)} | "
@@ -67,6 +72,11 @@ def webhook_table(results):
             f"messages stored {ours['messages_stored']} for {ours['distinct_accepted']} distinct updates answered "
             f"200 of {ours['distinct_updates']} in the stream (equal: {check}); statuses {ours['statuses']}"
         )
+        if (behind := sides.get("bare_behind_middleware")) is not None:
+            notes.append(
+                f"- {server}: against the bare view behind the browser middleware (the earlier runs' baseline), "
+                f"{_ratio(ours['per_second'], behind['per_second'])}"
+            )
     return [*lines, "", *notes]
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+from .endpoints import BARE_BEHIND_MIDDLEWARE_PATH, BARE_PATH
 from .stack import BASE_DIR, WEBHOOK_SECRET, ConnectionSampler
 from .traffic import distinct_update_ids, stream_from
 
@@ -85,7 +86,7 @@ def run(stack, *, counts, progress):
             customers=50,
         )
         run_load("webhook", warmup)
-        run_load("webhook", {**warmup, "targets": [f"{server.url}/bench/insert/"], "label": f"{kind} bare warm-up"})
+        run_load("webhook", {**warmup, "targets": [f"{server.url}{BARE_PATH}"], "label": f"{kind} bare warm-up"})
 
         messages_before, claims_before = count_rows(stack)
         ours_spec = webhook_spec(
@@ -108,7 +109,7 @@ def run(stack, *, counts, progress):
 
         bare_spec = webhook_spec(
             server,
-            "/bench/insert/",
+            BARE_PATH,
             count=count,
             duplicates=0,
             seed=number + 2,
@@ -117,6 +118,13 @@ def run(stack, *, counts, progress):
         )
         progress(f"webhook: {count} requests at 32 connections to the bare INSERT view on {kind}")
         bare = measure(stack, server, bare_spec)
-        stack.stop(server)
         results[kind] = {"ours": ours, "bare": bare, "pool_max_size": POOL_MAX_SIZE}
+        if kind == "daphne":
+            # The earlier runs' baseline: the same view behind the browser middleware, as the webhook was served
+            # before supportsite.machine_requests (its thread hand-overs slow the bare view down 2-fold).
+            progress(f"webhook: {count} requests to the bare INSERT view behind the browser middleware on {kind}")
+            behind = {**bare_spec, "targets": [f"{server.url}{BARE_BEHIND_MIDDLEWARE_PATH}"], "label": "behind"}
+            behind["stream"] = {**bare_spec["stream"], "first_update_id": base + 3_000_000}
+            results[kind]["bare_behind_middleware"] = measure(stack, server, behind)
+        stack.stop(server)
     return results
