@@ -8,10 +8,13 @@ these requests itself:
 
 - the probes (``ops.views.PROBES``) before host validation too, since load balancers and supervisors probe
   a server by its address (``Host: 10.0.0.5:8000``), which ``ALLOWED_HOSTS`` would refuse;
-- views marked with ``machine_endpoint`` (the webhook) after host validation, straight from the URLconf.
+- views marked with ``machine_endpoint`` (the webhook) after host validation, straight from the URLconf,
+  with SecurityMiddleware's checks and headers applied inline (no I/O there, so no thread): an HTTPS-only
+  deployment redirects them like any other request.
 """
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
+from django.middleware.security import SecurityMiddleware
 from django.urls import Resolver404, resolve
 
 from ops.views import PROBES, answer_probe
@@ -38,6 +41,7 @@ def _machine_view(request):
 def machine_requests_first(get_response):
     """Middleware (first in MIDDLEWARE): answer the probes and the machine endpoints, pass the rest on."""
     if iscoroutinefunction(get_response):
+        security = SecurityMiddleware(get_response)
 
         async def middleware(request):
             if (probe := PROBES.get(request.path_info)) is not None:
@@ -45,8 +49,11 @@ def machine_requests_first(get_response):
             if (match := _machine_view(request)) is None:
                 return await get_response(request)
             request.get_host()  # DisallowedHost (400) for a host not in ALLOWED_HOSTS, as CommonMiddleware would
+            if (redirect := security.process_request(request)) is not None:
+                return redirect  # SECURE_SSL_REDIRECT
             request.resolver_match = match
-            return await match.func(request, *match.args, **match.kwargs)
+            response = await match.func(request, *match.args, **match.kwargs)
+            return security.process_response(request, response)
 
         return markcoroutinefunction(middleware)
 

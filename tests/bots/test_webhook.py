@@ -196,18 +196,42 @@ def test_bad_requests_get_the_right_4xx_and_store_nothing(start_server):
 
 def test_the_webhook_is_served_without_the_browser_middleware_and_pages_keep_it(start_server):
     """supportsite.machine_requests: Telegram's POST skips sessions, CSRF, CSP and frame options (their
-    thread hops were a fifth of an update's CPU); a page still gets them."""
+    thread hops were a fifth of an update's CPU); a page still gets them. Both get the security headers."""
     server = start_server()
-    browser_headers = ("X-Frame-Options", "Content-Security-Policy", "X-Content-Type-Options")
+    browser_headers = ("X-Frame-Options", "Content-Security-Policy", "Vary")
 
     webhook = server.post_update(factories.update(9101, "hi"))
     login_page = httpx.get(f"{server.url}/accounts/login/", timeout=30)
 
     assert webhook.status_code == 200
     assert [name for name in browser_headers if name in webhook.headers] == []
+    assert webhook.headers["X-Content-Type-Options"] == "nosniff"
     assert Message.objects.filter(direction=Message.Direction.IN).count() == 1
     assert login_page.status_code == 200
     assert [name for name in browser_headers if name in login_page.headers] == list(browser_headers)
+    assert login_page.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_an_https_only_deployment_redirects_a_plain_http_webhook_post_and_stores_nothing(start_server):
+    """The webhook skips the browser middleware, not SecurityMiddleware's checks: behind a TLS proxy
+    (X-Forwarded-Proto) it is served with HSTS; over plain HTTP it is redirected like any request."""
+    server = start_server(DJANGO_HTTPS="1")
+
+    def post(update_id, text, **headers):
+        headers["X-Telegram-Bot-Api-Secret-Token"] = "test-webhook-secret"
+        update = factories.update(update_id, text)
+        return httpx.post(f"{server.url}/telegram/webhook/", json=update, headers=headers, timeout=30)
+
+    plain = post(9201, "over plain http")
+    proxied = post(9202, "through the TLS proxy", **{"X-Forwarded-Proto": "https"})
+
+    assert plain.status_code == 301
+    assert plain.headers["Location"].startswith("https://")
+    assert proxied.status_code == 200
+    assert "Strict-Transport-Security" in proxied.headers
+    assert list(Message.objects.filter(direction=Message.Direction.IN).values_list("text", flat=True)) == [
+        "through the TLS proxy"
+    ]
 
 
 def test_unhandled_update_kinds_and_group_chats_are_accepted_and_ignored(start_server):
