@@ -7,7 +7,7 @@ middleware, the pool and the channel layer are the same for both sides of each r
 import os
 
 from supportsite.settings import *  # noqa: F403
-from supportsite.settings import CHANNEL_LAYERS, INSTALLED_APPS, REDIS_PREFIX, REDIS_URL
+from supportsite.settings import CHANNEL_LAYERS, INSTALLED_APPS, REDIS_URL
 
 # Before realtime, so the bench's receiver of tickets.hooks.announced runs just before the broadcast's.
 INSTALLED_APPS = [*INSTALLED_APPS]
@@ -25,7 +25,7 @@ if REDIS_URL and os.environ.get("BENCH_CHANNEL_LAYER") == "core":
             "CONFIG": {
                 # Its receive blocks on Redis for up to 5 s: reads must be allowed longer (SPEC §6).
                 "hosts": [{**CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0], "socket_timeout": 30}],
-                "prefix": f"{REDIS_PREFIX}:asgi",
+                "prefix": CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
                 "capacity": 1000,
                 "expiry": 60,
             },

@@ -7,6 +7,7 @@ on SQLite, the in-memory channel layer, the local-memory cache and the Telegram 
 import os
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -187,11 +188,14 @@ elif REDIS_URLS:
     channel_layer_hosts = [{"address": url, **CHANNEL_LAYER_CONNECTION} for url in REDIS_URLS]
     cache_location, cache_options = REDIS_URLS, dict(CACHE_CONNECTION)
 if REDIS_SENTINELS or REDIS_URLS:
+    # Pub/sub channels are global to a Redis server, whatever database a client selects: the database number
+    # is in the prefix, so deployments sharing a server on databases of their own stay apart.
+    redis_db = REDIS_SENTINEL_DB if REDIS_SENTINELS else (urlsplit(REDIS_URLS[0]).path.strip("/") or "0")
     CHANNEL_LAYERS = {
         "default": {
             # channels-redis' pub/sub layer: at most once, which the history's resume makes whole (G12).
             "BACKEND": "realtime.layers.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": channel_layer_hosts, "prefix": f"{REDIS_PREFIX}:asgi"},
+            "CONFIG": {"hosts": channel_layer_hosts, "prefix": f"{REDIS_PREFIX}:{redis_db}:asgi"},
         }
     }
     # django-redis: its ShardClient spreads keys over the shards (every process agrees which key lives

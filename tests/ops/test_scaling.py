@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import subprocess
+import sys
 from contextlib import ExitStack
 
 import httpx
@@ -18,7 +19,8 @@ from tests.conftest import WEBHOOK_SECRET, free_port, wait_until
 from tests.realtime.live import live_socket, staff_session, stored_message
 from tickets import services
 
-PREFIX = f"{os.environ['REDIS_PREFIX']}:asgi"  # the servers' channel-layer prefix (settings.py)
+# The servers' channel-layer prefix (settings.py): their shards' URLs name no database, so 0.
+PREFIX = f"{os.environ['REDIS_PREFIX']}:0:asgi"
 
 
 def layer_on(shards):
@@ -63,6 +65,47 @@ def test_two_servers_on_two_redis_shards_carry_group_events_across_them(start_se
 
     # A listener on the shards hears the inbound messages broadcast by both servers.
     assert asyncio.run(scenario()) == {"to the first server", "to the 2nd"}
+
+
+def channel_layer_prefix(redis_url):
+    """The channel-layer prefix supportsite.settings gives a deployment on ``redis_url``."""
+    code = "from supportsite import settings; print(settings.CHANNEL_LAYERS['default']['CONFIG']['prefix'])"
+    env = {**os.environ, "DJANGO_DEBUG": "1", "REDIS_URL": redis_url}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_deployments_on_their_own_databases_of_one_redis_do_not_hear_each_other(start_server, redis_server):
+    """Pub/sub channels are global to a Redis server, whatever database a client selects: the settings
+    keep deployments on databases of their own apart (the same REDIS_PREFIX, and customer text, in both)."""
+    redis = redis_server()
+    own, other = (redis.url.rsplit("/", 1)[0] + f"/{db}" for db in (1, 2))
+    ours = start_server(REDIS_URL=own)
+    theirs = start_server(REDIS_URL=other)
+
+    async def scenario():
+        layer = RedisPubSubChannelLayer(hosts=[own], prefix=channel_layer_prefix(own))
+        channel = await layer.new_channel()
+        await layer.group_add(INBOX, channel)
+        async with httpx.AsyncClient(timeout=30) as client:
+            # Theirs first: a leak would arrive before our own message.
+            for server, update in ((theirs, factories.update(7300, "theirs")), (ours, factories.update(7301, "ours"))):
+                response = await client.post(
+                    f"{server.url}/telegram/webhook/",
+                    json=update,
+                    headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+                )
+                assert response.status_code == 200
+        heard = []
+        while "ours" not in heard:
+            for event in (await asyncio.wait_for(layer.receive(channel), 10))["events"]:
+                if event["type"] == "message" and event["message"]["direction"] == "in":
+                    heard.append(event["message"]["text"])
+        await layer.flush()
+        return heard
+
+    assert asyncio.run(scenario()) == ["ours"]
 
 
 # Sockets per agent and ticket: each socket's own channel lives on the shard its random name hashes to, so
