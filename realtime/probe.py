@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from channels.layers import InMemoryChannelLayer, channel_layers
 
+from .layers import RedisPubSubChannelLayer
+
 
 @dataclass(frozen=True)
 class LayerProbe:
@@ -34,6 +36,8 @@ async def round_trip():
     state with the consumers of this process. Raises on any error; the caller bounds the time.
     """
     layer = channel_layers.make_backend("default")
+    if not isinstance(layer, (InMemoryChannelLayer, RedisPubSubChannelLayer)):
+        raise TypeError(f"The health check probes the product's channel layers, not {type(layer).__name__}.")
     try:
         channel = await layer.new_channel()
         groups = _probe_groups(layer)
@@ -49,5 +53,6 @@ async def round_trip():
                 raise ProbeLost("the channel layer returned another message than the one sent")
         return LayerProbe(shards=len(groups), shared=not isinstance(layer, InMemoryChannelLayer))
     finally:
-        # Forgets the probe's channel and groups and closes the layer's connections (both layers have it).
+        # Forgets the probe's channel and groups and closes its connections: this instance's own, on the layers
+        # probed (channels-redis' core layer, refused above, would delete every process's channels).
         await layer.flush()
