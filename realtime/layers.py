@@ -24,6 +24,10 @@ class SubscriptionLost(Exception):
 
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    # The limits, read where they apply: a test may set them on an instance.
+    PING_EVERY_SECONDS = 10  # of silence on a shard's subscriber connection, before the layer sends a PING
+    PONG_WITHIN_SECONDS = 5  # for the PONG, else the subscriptions through that connection are lost
+
     def _get_layer(self):
         # channels-redis' own, building our loop layer: one per event loop, flushed when the loop closes.
         loop = asyncio.get_running_loop()
@@ -95,17 +99,47 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             # dropped; had this send been lost, a socket that already resumed would miss its event.
             await super().publish(channel, message)
 
+    @property
+    def limits(self):
+        """The RedisPubSubChannelLayer this shard belongs to, whose attributes are the limits."""
+        return self.channel_layer.channel_layer
+
     async def _do_receiving(self):
+        self._heard_from(asyncio.get_running_loop().time())
         while True:
-            if not (self._pubsub and self._pubsub.subscribed):
-                await asyncio.sleep(0.1)
-                continue
             try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                message = await self._poll()
             except Exception as error:
                 await self._lose_subscriptions(error)
                 continue
-            self._receive_message(message)
+            if message is not None:
+                self._receive_message(message)
+
+    async def _poll(self):
+        """The next message published to this shard's subscriptions, or None. Raises if the connection fails,
+        or if Redis leaves a PING unanswered: a Redis that vanished silently (a frozen process, a dropped
+        network path) never fails a read."""
+        if not (self._pubsub and self._pubsub.subscribed):
+            self._heard_from(asyncio.get_running_loop().time())
+            await asyncio.sleep(0.1)
+            return None
+        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        now = asyncio.get_running_loop().time()
+        if message is not None:
+            self._heard_from(now)
+        elif self._pinged_at is not None:
+            if now - self._pinged_at > self.limits.PONG_WITHIN_SECONDS:
+                raise TimeoutError(f"Redis left a PING unanswered for {self.limits.PONG_WITHIN_SECONDS} s")
+        elif now - self._heard_at >= self.limits.PING_EVERY_SECONDS:
+            async with self._lock:
+                await self._pubsub.ping()
+            self._pinged_at = now
+        # Only what was published reaches the channels, not the PONGs.
+        return message if message is not None and message["type"] == "message" else None
+
+    def _heard_from(self, now):
+        """Redis said something at ``now`` (or the connection starts afresh): the connection is alive."""
+        self._heard_at, self._pinged_at = now, None
 
     async def _lose_subscriptions(self, error):
         """Start this shard's subscriptions afresh, and tell every channel that listened through them."""
@@ -113,6 +147,7 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         async with self._lock:
             lost, self._subscribed_to = self._subscribed_to, set()
             broken, self._pubsub = self._pubsub, self._redis.pubsub()
+            self._heard_from(asyncio.get_running_loop().time())
             listeners = {name for name in lost if name in layer.channels}
             for name in lost:
                 listeners.update(layer.groups.get(name, ()))

@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from realtime.layers import RedisPubSubChannelLayer, SubscriptionLost
+from tests.conftest import wait_until
 
 
 def layer_on(*shards):
@@ -81,3 +82,61 @@ def test_a_stopped_shard_ends_only_the_receivers_that_listened_through_it(redis_
         return still
 
     assert asyncio.run(scenario()) == {"type": "still here"}
+
+
+def pings_answered(redis):
+    """How many PINGs the server has answered so far."""
+    return redis.client().info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+
+
+def test_a_redis_that_went_silent_ends_the_receivers_that_listened_through_it(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        receiver.PING_EVERY_SECONDS, receiver.PONG_WITHIN_SECONDS = 0.2, 1
+        channel = await joined(receiver, "room")
+        await sender.group_send("room", {"type": "before"})
+        before = await asyncio.wait_for(receiver.receive(channel), 5)
+        waiting = asyncio.ensure_future(receiver.receive(channel))
+
+        # Its connections stay open and no read fails: only an unanswered PING tells.
+        redis.pause()
+        try:
+            with pytest.raises(SubscriptionLost):
+                await asyncio.wait_for(waiting, 10)
+        finally:
+            redis.resume()
+        loop_layer = receiver._get_layer()
+        left = (loop_layer.channels, loop_layer.groups)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return before, left
+
+    before, left = asyncio.run(scenario())
+
+    assert before == {"type": "before"}
+    assert left == ({}, {})
+
+
+def test_an_idle_subscriber_connection_is_pinged_and_only_what_was_published_reaches_the_channel(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        receiver.PING_EVERY_SECONDS = 0.05
+        channel = await joined(receiver, "room")
+        # Several PINGs answered while the channel waits: the PONGs neither reach it nor end it.
+        await asyncio.to_thread(wait_until, lambda: pings_answered(redis) >= 3, message="PINGs from the layer")
+        for number in range(2):
+            await sender.group_send("room", {"type": "event", "number": number})
+        received = [await asyncio.wait_for(receiver.receive(channel), 5) for _ in range(2)]
+        waiting = receiver._get_layer().channels[channel].qsize()
+        for layer in (receiver, sender):
+            await layer.flush()
+        return received, waiting
+
+    received, waiting = asyncio.run(scenario())
+
+    assert received == [{"type": "event", "number": 0}, {"type": "event", "number": 1}]
+    assert waiting == 0
