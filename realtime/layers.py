@@ -10,16 +10,22 @@ client's reconnect and resume read the gap from the history (G12). docs/architec
 """
 
 import asyncio
+import contextlib
 import logging
 
 from channels_redis import pubsub
 from channels_redis.utils import _wrap_close
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 
-class SubscriptionLost(Exception):
+class LayerUnavailable(Exception):
+    """Redis failed a command of the layer (the error is the cause): the channel it was for cannot go on."""
+
+
+class SubscriptionLost(LayerUnavailable):
     """The layer's subscription to a shard dropped: messages for this channel may have been lost."""
 
 
@@ -90,14 +96,31 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
                 logger.warning("Could not unsubscribe %s from its Redis shard.", name, exc_info=True)
 
 
+@contextlib.contextmanager
+def _unavailable_on_redis_errors():
+    try:
+        yield
+    except (RedisError, OSError) as error:
+        raise LayerUnavailable(f"{type(error).__name__}: {error}") from error
+
+
 class ShardConnection(pubsub.RedisSingleShardConnection):
     async def publish(self, channel, message):
-        try:
-            await super().publish(channel, message)
-        except RedisConnectionError:
-            # A pooled connection opened before a Redis restart fails its first command and is then
-            # dropped; had this send been lost, a socket that already resumed would miss its event.
-            await super().publish(channel, message)
+        with _unavailable_on_redis_errors():
+            try:
+                await super().publish(channel, message)
+            except RedisConnectionError:
+                # A pooled connection opened before a Redis restart fails its first command and is then
+                # dropped; had this send been lost, a socket that already resumed would miss its event.
+                await super().publish(channel, message)
+
+    async def subscribe(self, channel):
+        with _unavailable_on_redis_errors():
+            await super().subscribe(channel)
+
+    async def unsubscribe(self, channel):
+        with _unavailable_on_redis_errors():
+            await super().unsubscribe(channel)
 
     @property
     def limits(self):

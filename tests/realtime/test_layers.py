@@ -4,8 +4,9 @@ a receiver that may have missed messages is told so, instead of waiting on as if
 import asyncio
 
 import pytest
+import redis.exceptions
 
-from realtime.layers import RedisPubSubChannelLayer, SubscriptionLost
+from realtime.layers import LayerUnavailable, RedisPubSubChannelLayer, SubscriptionLost
 from tests.conftest import wait_until
 
 
@@ -16,6 +17,20 @@ def layer_on(*shards):
 def group_on(layer, shard_index):
     """A group name whose messages travel through the shard ``shard_index``."""
     return next(name for number in range(1000) if layer.shard_of_group(name := f"group-{number}") == shard_index)
+
+
+def shard_of(layer, channel):
+    loop_layer = layer._get_layer()
+    return loop_layer._shards.index(loop_layer._get_shard(channel))
+
+
+async def channel_while_shards_are_down(layer):
+    """A new channel of ``layer`` whose own subscription lives on a shard that is up."""
+    while True:
+        try:
+            return await layer.new_channel()
+        except LayerUnavailable:
+            pass  # its name hashed to a stopped shard
 
 
 async def joined(layer, group):
@@ -140,3 +155,32 @@ def test_an_idle_subscriber_connection_is_pinged_and_only_what_was_published_rea
 
     assert received == [{"type": "event", "number": 0}, {"type": "event", "number": 1}]
     assert waiting == 0
+
+
+def test_redis_errors_reach_the_layers_callers_as_layer_unavailable_with_the_error_as_its_cause(redis_server):
+    shards = [redis_server(), redis_server()]
+
+    async def scenario():
+        layer = layer_on(*shards)
+        # Names that travel through the second shard, stopped before the layer connected to it.
+        down_group = group_on(layer, 1)
+        down_channel = next(name for number in range(1000) if shard_of(layer, name := f"elsewhere.{number}") == 1)
+        shards[1].stop()
+        channel = await channel_while_shards_are_down(layer)
+        failures = []
+        for call in (
+            lambda: layer.group_add(down_group, channel),
+            lambda: layer.group_send(down_group, {"type": "lost"}),
+            lambda: layer.send(down_channel, {"type": "lost"}),
+        ):
+            try:
+                await call()
+            except Exception as error:
+                failures.append(error)
+        await layer.flush()
+        return failures
+
+    failures = asyncio.run(scenario())
+
+    assert [type(error) for error in failures] == [LayerUnavailable] * 3
+    assert all(isinstance(error.__cause__, redis.exceptions.ConnectionError) for error in failures)
