@@ -54,6 +54,9 @@ class DeskConsumer(AsyncWebsocketConsumer):
             # Redis restarting, say: a close the client acts on, not an application error per socket.
             logger.info("Desk socket closed, the channel layer is unavailable: %s", error)
             await self.disconnect(LAYER_UNAVAILABLE)
+            # Whatever failed, nothing of this socket stays in the layer (its channel, groups, subscriptions).
+            if hasattr(self, "channel_name"):  # not if the layer could not even make its channel
+                await self.channel_layer.forget(self.channel_name)
             # Straight to the server: a failed subscription ends the consumer before it could send.
             await send({"type": "websocket.close", "code": LAYER_UNAVAILABLE})
 

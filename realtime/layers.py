@@ -52,6 +52,10 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         layer = self._get_layer()
         return layer._shards.index(layer._get_shard(layer._get_group_channel_name(group)))
 
+    async def forget(self, channel):
+        """Drop ``channel``: its queue, its group memberships and the subscriptions no channel needs any more."""
+        await self._get_layer().forget(channel)
+
     def deserialize(self, message):
         # A loss is queued among the channel's messages, after those received before it.
         if isinstance(message, SubscriptionLost):
@@ -77,23 +81,36 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
         try:
             return await super().receive(channel)
         except SubscriptionLost:
-            await self._forget(channel)
+            await self.forget(channel)
             raise
 
-    async def _forget(self, channel):
-        """Drop a channel whose consumer ends, with its subscriptions (its groups' once they are empty)."""
+    async def group_add(self, group, channel):
+        try:
+            await super().group_add(group, channel)
+        except LayerUnavailable:
+            # A channel that cannot hear one of its groups must not go on as if it did: it ends, like one whose
+            # subscription was lost, and leaves nothing behind.
+            await self.forget(channel)
+            raise
+
+    async def forget(self, channel):
+        """Drop ``channel``: its queue, its group memberships, and the subscriptions no channel needs any more.
+        Idempotent. Redis errors are logged: a connection that failed loses its subscriptions anyway."""
         self.channels.pop(channel, None)
         names = [channel]
         for group_channel, members in list(self.groups.items()):
-            members.discard(channel)
-            if not members:
-                del self.groups[group_channel]
-                names.append(group_channel)
+            if channel in members:
+                members.discard(channel)
+                if not members:
+                    del self.groups[group_channel]
+                    names.append(group_channel)
         for name in names:
+            if name in self.channels or name in self.groups:
+                continue  # taken up again meanwhile
             try:
                 await self._get_shard(name).unsubscribe(name)
-            except Exception:
-                logger.warning("Could not unsubscribe %s from its Redis shard.", name, exc_info=True)
+            except LayerUnavailable as error:
+                logger.warning("Could not unsubscribe %s from its Redis shard: %s", name, error)
 
 
 @contextlib.contextmanager

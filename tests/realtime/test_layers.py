@@ -184,3 +184,22 @@ def test_redis_errors_reach_the_layers_callers_as_layer_unavailable_with_the_err
 
     assert [type(error) for error in failures] == [LayerUnavailable] * 3
     assert all(isinstance(error.__cause__, redis.exceptions.ConnectionError) for error in failures)
+
+
+def test_a_channel_that_cannot_join_a_group_is_forgotten_with_its_other_groups(redis_server):
+    shards = [redis_server(), redis_server()]
+
+    async def scenario():
+        layer = layer_on(*shards)
+        shards[1].stop()  # before the layer connected to it
+        channel = await channel_while_shards_are_down(layer)
+        await layer.group_add(group_on(layer, 0), channel)
+        with pytest.raises(LayerUnavailable):
+            await layer.group_add(group_on(layer, 1), channel)
+        loop_layer = layer._get_layer()
+        left = (dict(loop_layer.channels), dict(loop_layer.groups))
+        await layer.forget(channel)  # again: nothing left to do
+        await layer.flush()
+        return left
+
+    assert asyncio.run(scenario()) == ({}, {})
