@@ -31,6 +31,7 @@ class SubscriptionLost(LayerUnavailable):
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     # The limits, read where they apply: a test may set them on an instance.
+    CAPACITY = 1000  # messages waiting on one channel; past them it gets SubscriptionLost instead of more
     PING_EVERY_SECONDS = 10  # of silence on a shard's subscriber connection, before the layer sends a PING
     PONG_WITHIN_SECONDS = 5  # for the PONG, else the subscriptions through that connection are lost
 
@@ -69,11 +70,12 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
         self._shards = [ShardConnection(shard.host, self) for shard in self._shards]
 
     async def _subscribe_to_channel(self, channel):
+        # channels-redis' own, with a bounded queue, and without keeping the queue of a channel it could not
+        # subscribe (one per socket refused while Redis is down).
+        self.channels[channel] = ChannelQueue(self.channel_layer.CAPACITY)
         try:
-            await super()._subscribe_to_channel(channel)
+            await self._get_shard(channel).subscribe(channel)
         except BaseException:
-            # channels-redis would keep the queue of a channel it could not subscribe: one per socket
-            # refused while Redis is down.
             self.channels.pop(channel, None)
             raise
 
@@ -111,6 +113,30 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
                 await self._get_shard(name).unsubscribe(name)
             except LayerUnavailable as error:
                 logger.warning("Could not unsubscribe %s from its Redis shard: %s", name, error)
+
+
+class ChannelQueue(asyncio.Queue):
+    """A channel's messages: at most ``capacity`` waiting, then SubscriptionLost, after which it takes no more."""
+
+    def __init__(self, capacity):
+        super().__init__()
+        self.capacity = capacity
+        self.ended = False
+
+    def deliver(self, data):
+        if self.ended:
+            return
+        if self.qsize() < self.capacity:
+            self.put_nowait(data)
+        else:
+            # A socket this far behind would grow the process's memory without limit: it closes instead, and
+            # its client resumes from the history (G12).
+            self.end(SubscriptionLost(f"more than {self.capacity} messages were waiting"))
+
+    def end(self, loss):
+        if not self.ended:
+            self.ended = True
+            self.put_nowait(loss)
 
 
 @contextlib.contextmanager
@@ -181,6 +207,15 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         """Redis said something at ``now`` (or the connection starts afresh): the connection is alive."""
         self._heard_at, self._pinged_at = now, None
 
+    def _receive_message(self, message):
+        # channels-redis' own, through the channels' bounded queues.
+        layer = self.channel_layer
+        name = message["channel"]
+        name = name.decode() if isinstance(name, bytes) else name
+        for channel in [name] if name in layer.channels else layer.groups.get(name, ()):
+            if channel in layer.channels:
+                layer.channels[channel].deliver(message["data"])
+
     async def _lose_subscriptions(self, error):
         """Start this shard's subscriptions afresh, and tell every channel that listened through them."""
         layer = self.channel_layer
@@ -193,7 +228,7 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
                 listeners.update(layer.groups.get(name, ()))
             for channel in listeners:
                 if channel in layer.channels:
-                    layer.channels[channel].put_nowait(SubscriptionLost(str(error)))
+                    layer.channels[channel].end(SubscriptionLost(str(error)))
         logger.warning(
             "Lost the subscriptions to Redis shard %d (%s): %d channels end, their sockets reconnect and resume.",
             layer._shards.index(self),
