@@ -34,6 +34,7 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     CAPACITY = 1000  # messages waiting on one channel; past them it gets SubscriptionLost instead of more
     PING_EVERY_SECONDS = 10  # of silence on a shard's subscriber connection, before the layer sends a PING
     PONG_WITHIN_SECONDS = 5  # for the PONG, else the subscriptions through that connection are lost
+    PAUSE_AFTER_LOSS_SECONDS = 1  # before a shard that lost its subscriptions receives again
 
     def _get_layer(self):
         # channels-redis' own, building our loop layer: one per event loop, flushed when the loop closes.
@@ -171,15 +172,23 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         return self.channel_layer.channel_layer
 
     async def _do_receiving(self):
+        # channels-redis' own, which must not end while the layer is in use: nothing else would receive.
         self._heard_from(asyncio.get_running_loop().time())
         while True:
             try:
                 message = await self._poll()
             except Exception as error:
                 await self._lose_subscriptions(error)
+                # A Redis that keeps failing must not make this loop spin.
+                await asyncio.sleep(self.limits.PAUSE_AFTER_LOSS_SECONDS)
                 continue
-            if message is not None:
+            if message is None:
+                continue
+            try:
                 self._receive_message(message)
+            except Exception:
+                index = self.channel_layer._shards.index(self)
+                logger.exception("Could not deliver a message from Redis shard %d; receiving goes on.", index)
 
     async def _poll(self):
         """The next message published to this shard's subscriptions, or None. Raises if the connection fails,

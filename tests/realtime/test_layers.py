@@ -6,7 +6,7 @@ import asyncio
 import pytest
 import redis.exceptions
 
-from realtime.layers import LayerUnavailable, RedisPubSubChannelLayer, SubscriptionLost
+from realtime.layers import ChannelQueue, LayerUnavailable, RedisPubSubChannelLayer, SubscriptionLost
 from tests.conftest import wait_until
 
 
@@ -229,3 +229,63 @@ def test_a_channel_that_falls_more_than_its_capacity_behind_gets_subscription_lo
 
     assert received == [{"type": "event", "number": number} for number in range(3)]
     assert left == {marker}
+
+
+def test_an_error_while_delivering_a_message_is_logged_and_the_shard_goes_on_receiving(
+    redis_server, monkeypatch, caplog
+):
+    redis = redis_server()
+    deliver, failed = ChannelQueue.deliver, []
+
+    def deliver_failing_once(queue, data):
+        # No Redis reply makes delivery fail today: a bug of ours stands in for whatever might.
+        if not failed:
+            failed.append(data)
+            raise RuntimeError("a bug while delivering")
+        deliver(queue, data)
+
+    monkeypatch.setattr(ChannelQueue, "deliver", deliver_failing_once)
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        channel = await receiver.new_channel()
+        for number in range(2):
+            await sender.send(channel, {"type": "event", "number": number})
+        received = await asyncio.wait_for(receiver.receive(channel), 5)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return received
+
+    assert asyncio.run(scenario()) == {"type": "event", "number": 1}
+    failures = [record for record in caplog.records if record.name == "realtime.layers"]
+    assert [record.exc_info[0] for record in failures] == [RuntimeError]
+
+
+def test_after_losing_its_subscriptions_a_shard_pauses_before_it_receives_again(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        receiver, sender = layer_on(redis), layer_on(redis)
+        lost = await receiver.new_channel()
+        await sender.send(lost, {"type": "subscribed"})
+        await asyncio.wait_for(receiver.receive(lost), 5)
+        waiting = asyncio.ensure_future(receiver.receive(lost))
+
+        started = loop.time()
+        await asyncio.to_thread(redis.client().client_kill_filter, _type="pubsub")
+        with pytest.raises(SubscriptionLost):
+            await asyncio.wait_for(waiting, 10)
+        later = await receiver.new_channel()
+        await sender.send(later, {"type": "after"})
+        after = await asyncio.wait_for(receiver.receive(later), 10)
+        waited = loop.time() - started
+        for layer in (receiver, sender):
+            await layer.flush()
+        return after, waited, receiver.PAUSE_AFTER_LOSS_SECONDS
+
+    after, waited, pause = asyncio.run(scenario())
+
+    assert after == {"type": "after"}
+    # A lower bound only (a busy machine makes it longer, never shorter): the shard read nothing meanwhile.
+    assert waited >= pause
