@@ -5,8 +5,10 @@ failed over), channels-redis 4.3 logs the error and redis-py subscribes again on
 whatever was published in between is gone while the consumers go on waiting: a desk socket would stay open
 and silently miss events. Here every channel that listened through that connection gets SubscriptionLost
 from receive() instead, so its consumer ends (realtime.consumers closes the socket with 4503) and the
-client's reconnect and resume read the gap from the history (G12). docs/architecture.md,
-"The channel layer".
+client's reconnect and resume read the gap from the history (G12). The same goes for a connection that
+stops answering (a PING goes unanswered) and for a channel that falls more than CAPACITY messages behind.
+Redis errors reach the layer's callers as LayerUnavailable, and a channel that ends leaves nothing behind
+(forget). docs/architecture.md, "The channel layer".
 """
 
 import asyncio
@@ -20,13 +22,23 @@ from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
+# These subclasses rely on private internals of channels-redis 4.3.0, pinned in requirements.txt. On an upgrade,
+# re-check in channels_redis/pubsub.py: the loop layer's `channels` (name -> queue, made only in
+# `_subscribe_to_channel`) and `groups` (group channel -> channel names), `_shards`, `_get_shard`,
+# `_get_group_channel_name`, `_layers`/`_args`/`_kwargs` in `_get_layer`; that `receive()` unsubscribes and drops a
+# cancelled channel, deserializing each queued item through the outer layer; that `group_add` records the
+# membership before it subscribes; and the shard connection's `_lock`, `_redis`, `_pubsub`, `_subscribed_to`,
+# `_do_receiving` and `_receive_message`, both replaced here. From redis-py: a PING on a subscribed connection
+# comes back from `get_message()` as a message of type "pong".
+
 
 class LayerUnavailable(Exception):
     """Redis failed a command of the layer (the error is the cause): the channel it was for cannot go on."""
 
 
 class SubscriptionLost(LayerUnavailable):
-    """The layer's subscription to a shard dropped: messages for this channel may have been lost."""
+    """The layer's subscription to a shard dropped, or the channel fell too far behind: messages for this channel
+    may have been lost."""
 
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
@@ -44,7 +56,6 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
             _wrap_close(self, loop)
         return self._layers[loop]
 
-    @property
     def shard_count(self):
         return len(self._get_layer()._shards)
 

@@ -187,7 +187,12 @@ def listen_to(group):
 
 
 def drain(channel, quiet=1.0):
-    """The client events waiting on ``channel``, once nothing more arrives for ``quiet`` seconds."""
+    """The client events waiting on ``channel``, once nothing more arrives for ``quiet`` seconds.
+
+    Its timeout cancels the pending receive, which the pub/sub layer takes for its consumer ending
+    (channels-redis' RedisPubSubLoopLayer.receive): it drops the channel's queue and unsubscribes it, keeping
+    its group memberships. Whatever reaches the channel before the next receive on it subscribes it again is
+    lost, so drain a channel last, or where what it misses afterwards does not matter."""
     layer = get_channel_layer()
 
     async def run():
