@@ -10,12 +10,12 @@ import asyncio
 import logging
 
 from channels.layers import get_channel_layer
-from redis.exceptions import RedisError
 
 from tickets.models import TicketEvent
 
 from . import events
 from .groups import INBOX, agent_group, ticket_group
+from .layers import LayerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ async def send_events(stored_events):
             await asyncio.gather(*(send_to_group(group, wire_events) for group, wire_events in by_group.items()))
     except TimeoutError:
         failure = f"timed out after {BROADCAST_TIMEOUT_SECONDS} s"
-    except (OSError, RedisError) as error:
-        failure = f"failed: {type(error).__name__}: {error}"
+    except LayerUnavailable as error:
+        failure = f"failed: {error}"
     else:
         return
     logger.warning(

@@ -13,7 +13,6 @@ import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from redis.exceptions import RedisError
 
 from tickets import queries, services
 from tickets.hooks import agent_typing, held_announcements, send_held
@@ -22,7 +21,7 @@ from tickets.models import Ticket
 from . import events
 from .broadcast import send_to_group
 from .groups import INBOX, agent_group, agent_sockets, ticket_group
-from .layers import SubscriptionLost
+from .layers import LayerUnavailable
 from .protocol import TYPING_EXPIRES_IN_SECONDS, BadFrame, parse_frame
 from .sessions import NOT_AUTHENTICATED, NOT_STAFF, session_tag
 
@@ -51,10 +50,13 @@ class DeskConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope, receive, send):
         try:
             await super().__call__(scope, receive, send)
-        except (SubscriptionLost, OSError, RedisError) as error:
+        except LayerUnavailable as error:
             # Redis restarting, say: a close the client acts on, not an application error per socket.
             logger.info("Desk socket closed, the channel layer is unavailable: %s", error)
             await self.disconnect(LAYER_UNAVAILABLE)
+            # Whatever failed, nothing of this socket stays in the layer (its channel, groups, subscriptions).
+            if hasattr(self, "channel_name"):  # not if the layer could not even make its channel
+                await self.channel_layer.forget(self.channel_name)
             # Straight to the server: a failed subscription ends the consumer before it could send.
             await send({"type": "websocket.close", "code": LAYER_UNAVAILABLE})
 
@@ -179,10 +181,10 @@ class TicketConsumer(DeskConsumer):
         return True
 
     async def disconnect(self, code):
-        if self.typing and code != LAYER_UNAVAILABLE:  # Redis is away: the typing expires by itself (G7)
-            await self.relay_typing("stop")
         if self.telegram_typing is not None:
             self.telegram_typing.cancel()
+        if self.typing and code != LAYER_UNAVAILABLE:  # Redis is away: the typing expires by itself (G7)
+            await self.relay_typing("stop")
 
     # --- Events to the client -------------------------------------------------------------------------
 
@@ -253,7 +255,12 @@ class TicketConsumer(DeskConsumer):
     async def relay_typing(self, state):
         self.typing = state == "start"
         wire = events.typing_event(self.user, state, TYPING_EXPIRES_IN_SECONDS)
-        await send_to_group(ticket_group(self.ticket_id), [wire])
+        try:
+            await send_to_group(ticket_group(self.ticket_id), [wire])
+        except LayerUnavailable as error:
+            # Best-effort, like typing itself (it expires on the colleagues' screens, G7): closing the socket
+            # for it would only make its agent reconnect.
+            logger.warning("Typing not relayed, the channel layer is unavailable: %s", error)
 
     def show_typing_in_telegram(self):
         """ "typing…" in the customer's chat (bots throttles it), in the background: a slow Bot API must not

@@ -5,25 +5,49 @@ failed over), channels-redis 4.3 logs the error and redis-py subscribes again on
 whatever was published in between is gone while the consumers go on waiting: a desk socket would stay open
 and silently miss events. Here every channel that listened through that connection gets SubscriptionLost
 from receive() instead, so its consumer ends (realtime.consumers closes the socket with 4503) and the
-client's reconnect and resume read the gap from the history (G12). docs/architecture.md,
-"The channel layer".
+client's reconnect and resume read the gap from the history (G12). The same goes for a connection that
+stops answering (a PING goes unanswered) and for a channel that falls more than CAPACITY messages behind.
+Redis errors reach the layer's callers as LayerUnavailable, and a channel that ends leaves nothing behind
+(forget). docs/architecture.md, "The channel layer".
 """
 
 import asyncio
+import contextlib
 import logging
 
 from channels_redis import pubsub
 from channels_redis.utils import _wrap_close
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
+# These subclasses rely on private internals of channels-redis 4.3.0, pinned in requirements.txt. On an upgrade,
+# re-check in channels_redis/pubsub.py: the loop layer's `channels` (name -> queue, made only in
+# `_subscribe_to_channel`) and `groups` (group channel -> channel names), `_shards`, `_get_shard`,
+# `_get_group_channel_name`, `_layers`/`_args`/`_kwargs` in `_get_layer`; that `receive()` unsubscribes and drops a
+# cancelled channel, deserializing each queued item through the outer layer; that `group_add` records the
+# membership before it subscribes; and the shard connection's `_lock`, `_redis`, `_pubsub`, `_subscribed_to`,
+# `_do_receiving` and `_receive_message`, both replaced here. From redis-py: a PING on a subscribed connection
+# comes back from `get_message()` as a message of type "pong".
 
-class SubscriptionLost(Exception):
-    """The layer's subscription to a shard dropped: messages for this channel may have been lost."""
+
+class LayerUnavailable(Exception):
+    """Redis failed a command of the layer (the error is the cause): the channel it was for cannot go on."""
+
+
+class SubscriptionLost(LayerUnavailable):
+    """The layer's subscription to a shard dropped, or the channel fell too far behind: messages for this channel
+    may have been lost."""
 
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    # The limits, read where they apply: a test may set them on an instance.
+    CAPACITY = 1000  # messages waiting on one channel; past them it gets SubscriptionLost instead of more
+    PING_EVERY_SECONDS = 10  # of silence on a shard's subscriber connection, before the layer sends a PING
+    PONG_WITHIN_SECONDS = 5  # for the PONG, else the subscriptions through that connection are lost
+    PAUSE_AFTER_LOSS_SECONDS = 1  # before a shard that lost its subscriptions receives again
+
     def _get_layer(self):
         # channels-redis' own, building our loop layer: one per event loop, flushed when the loop closes.
         loop = asyncio.get_running_loop()
@@ -32,7 +56,6 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
             _wrap_close(self, loop)
         return self._layers[loop]
 
-    @property
     def shard_count(self):
         return len(self._get_layer()._shards)
 
@@ -41,6 +64,10 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         ask). Like the rest of the layer, it needs a running event loop."""
         layer = self._get_layer()
         return layer._shards.index(layer._get_shard(layer._get_group_channel_name(group)))
+
+    async def forget(self, channel):
+        """Drop ``channel``: its queue, its group memberships and the subscriptions no channel needs any more."""
+        await self._get_layer().forget(channel)
 
     def deserialize(self, message):
         # A loss is queued among the channel's messages, after those received before it.
@@ -55,11 +82,12 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
         self._shards = [ShardConnection(shard.host, self) for shard in self._shards]
 
     async def _subscribe_to_channel(self, channel):
+        # channels-redis' own, with a bounded queue, and without keeping the queue of a channel it could not
+        # subscribe (one per socket refused while Redis is down).
+        self.channels[channel] = ChannelQueue(self.channel_layer.CAPACITY)
         try:
-            await super()._subscribe_to_channel(channel)
+            await self._get_shard(channel).subscribe(channel)
         except BaseException:
-            # channels-redis would keep the queue of a channel it could not subscribe: one per socket
-            # refused while Redis is down.
             self.channels.pop(channel, None)
             raise
 
@@ -67,45 +95,146 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
         try:
             return await super().receive(channel)
         except SubscriptionLost:
-            await self._forget(channel)
+            await self.forget(channel)
             raise
 
-    async def _forget(self, channel):
-        """Drop a channel whose consumer ends, with its subscriptions (its groups' once they are empty)."""
+    async def group_add(self, group, channel):
+        try:
+            await super().group_add(group, channel)
+        except LayerUnavailable:
+            # A channel that cannot hear one of its groups must not go on as if it did: it ends, like one whose
+            # subscription was lost, and leaves nothing behind.
+            await self.forget(channel)
+            raise
+
+    async def forget(self, channel):
+        """Drop ``channel``: its queue, its group memberships, and the subscriptions no channel needs any more.
+        Idempotent. Redis errors are logged: a connection that failed loses its subscriptions anyway."""
         self.channels.pop(channel, None)
         names = [channel]
         for group_channel, members in list(self.groups.items()):
-            members.discard(channel)
-            if not members:
-                del self.groups[group_channel]
-                names.append(group_channel)
+            if channel in members:
+                members.discard(channel)
+                if not members:
+                    del self.groups[group_channel]
+                    names.append(group_channel)
         for name in names:
+            if name in self.channels or name in self.groups:
+                continue  # taken up again meanwhile
             try:
                 await self._get_shard(name).unsubscribe(name)
-            except Exception:
-                logger.warning("Could not unsubscribe %s from its Redis shard.", name, exc_info=True)
+            except LayerUnavailable as error:
+                logger.warning("Could not unsubscribe %s from its Redis shard: %s", name, error)
+
+
+class ChannelQueue(asyncio.Queue):
+    """A channel's messages: at most ``capacity`` waiting, then SubscriptionLost, after which it takes no more."""
+
+    def __init__(self, capacity):
+        super().__init__()
+        self.capacity = capacity
+        self.ended = False
+
+    def deliver(self, data):
+        if self.ended:
+            return
+        if self.qsize() < self.capacity:
+            self.put_nowait(data)
+        else:
+            # A socket this far behind would grow the process's memory without limit: it closes instead, and
+            # its client resumes from the history (G12).
+            self.end(SubscriptionLost(f"more than {self.capacity} messages were waiting"))
+
+    def end(self, loss):
+        if not self.ended:
+            self.ended = True
+            self.put_nowait(loss)
+
+
+@contextlib.contextmanager
+def _unavailable_on_redis_errors():
+    try:
+        yield
+    except (RedisError, OSError) as error:
+        raise LayerUnavailable(f"{type(error).__name__}: {error}") from error
 
 
 class ShardConnection(pubsub.RedisSingleShardConnection):
     async def publish(self, channel, message):
-        try:
-            await super().publish(channel, message)
-        except RedisConnectionError:
-            # A pooled connection opened before a Redis restart fails its first command and is then
-            # dropped; had this send been lost, a socket that already resumed would miss its event.
-            await super().publish(channel, message)
+        with _unavailable_on_redis_errors():
+            try:
+                await super().publish(channel, message)
+            except RedisConnectionError:
+                # A pooled connection opened before a Redis restart fails its first command and is then
+                # dropped; had this send been lost, a socket that already resumed would miss its event.
+                await super().publish(channel, message)
+
+    async def subscribe(self, channel):
+        with _unavailable_on_redis_errors():
+            await super().subscribe(channel)
+
+    async def unsubscribe(self, channel):
+        with _unavailable_on_redis_errors():
+            await super().unsubscribe(channel)
+
+    @property
+    def limits(self):
+        """The RedisPubSubChannelLayer this shard belongs to, whose attributes are the limits."""
+        return self.channel_layer.channel_layer
 
     async def _do_receiving(self):
+        # channels-redis' own, which must not end while the layer is in use: nothing else would receive.
+        self._heard_from(asyncio.get_running_loop().time())
         while True:
-            if not (self._pubsub and self._pubsub.subscribed):
-                await asyncio.sleep(0.1)
-                continue
             try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                message = await self._poll()
             except Exception as error:
                 await self._lose_subscriptions(error)
+                # A Redis that keeps failing must not make this loop spin.
+                await asyncio.sleep(self.limits.PAUSE_AFTER_LOSS_SECONDS)
                 continue
-            self._receive_message(message)
+            if message is None:
+                continue
+            try:
+                self._receive_message(message)
+            except Exception:
+                index = self.channel_layer._shards.index(self)
+                logger.exception("Could not deliver a message from Redis shard %d; receiving goes on.", index)
+
+    async def _poll(self):
+        """The next message published to this shard's subscriptions, or None. Raises if the connection fails,
+        or if Redis leaves a PING unanswered: a Redis that vanished silently (a frozen process, a dropped
+        network path) never fails a read."""
+        if not (self._pubsub and self._pubsub.subscribed):
+            self._heard_from(asyncio.get_running_loop().time())
+            await asyncio.sleep(0.1)
+            return None
+        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        now = asyncio.get_running_loop().time()
+        if message is not None:
+            self._heard_from(now)
+        elif self._pinged_at is not None:
+            if now - self._pinged_at > self.limits.PONG_WITHIN_SECONDS:
+                raise TimeoutError(f"Redis left a PING unanswered for {self.limits.PONG_WITHIN_SECONDS} s")
+        elif now - self._heard_at >= self.limits.PING_EVERY_SECONDS:
+            async with self._lock:
+                await self._pubsub.ping()
+            self._pinged_at = now
+        # Only what was published reaches the channels, not the PONGs.
+        return message if message is not None and message["type"] == "message" else None
+
+    def _heard_from(self, now):
+        """Redis said something at ``now`` (or the connection starts afresh): the connection is alive."""
+        self._heard_at, self._pinged_at = now, None
+
+    def _receive_message(self, message):
+        # channels-redis' own, through the channels' bounded queues.
+        layer = self.channel_layer
+        name = message["channel"]
+        name = name.decode() if isinstance(name, bytes) else name
+        for channel in [name] if name in layer.channels else layer.groups.get(name, ()):
+            if channel in layer.channels:
+                layer.channels[channel].deliver(message["data"])
 
     async def _lose_subscriptions(self, error):
         """Start this shard's subscriptions afresh, and tell every channel that listened through them."""
@@ -113,12 +242,13 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         async with self._lock:
             lost, self._subscribed_to = self._subscribed_to, set()
             broken, self._pubsub = self._pubsub, self._redis.pubsub()
+            self._heard_from(asyncio.get_running_loop().time())
             listeners = {name for name in lost if name in layer.channels}
             for name in lost:
                 listeners.update(layer.groups.get(name, ()))
             for channel in listeners:
                 if channel in layer.channels:
-                    layer.channels[channel].put_nowait(SubscriptionLost(str(error)))
+                    layer.channels[channel].end(SubscriptionLost(str(error)))
         logger.warning(
             "Lost the subscriptions to Redis shard %d (%s): %d channels end, their sockets reconnect and resume.",
             layer._shards.index(self),

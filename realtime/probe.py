@@ -23,7 +23,7 @@ def _probe_groups(layer):
     if isinstance(layer, InMemoryChannelLayer):
         return [f"health.{uuid.uuid4().hex}"]
     groups = {}
-    while len(groups) < layer.shard_count:
+    while len(groups) < layer.shard_count():
         name = f"health.{uuid.uuid4().hex}"
         groups.setdefault(layer.shard_of_group(name), name)
     return list(groups.values())

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -186,7 +187,12 @@ def listen_to(group):
 
 
 def drain(channel, quiet=1.0):
-    """The client events waiting on ``channel``, once nothing more arrives for ``quiet`` seconds."""
+    """The client events waiting on ``channel``, once nothing more arrives for ``quiet`` seconds.
+
+    Its timeout cancels the pending receive, which the pub/sub layer takes for its consumer ending
+    (channels-redis' RedisPubSubLoopLayer.receive): it drops the channel's queue and unsubscribes it, keeping
+    its group memberships. Whatever reaches the channel before the next receive on it subscribes it again is
+    lost, so drain a channel last, or where what it misses afterwards does not matter."""
     layer = get_channel_layer()
 
     async def run():
@@ -461,10 +467,23 @@ class RedisServer:
         except OSError:
             return False
 
+    def pause(self):
+        """Freeze the server (SIGSTOP): its connections stay open and nothing answers, like a Redis whose host
+        or network path vanished without a word."""
+        self.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.popen.send_signal(signal.SIGCONT)
+
     def stop(self):
         if self.popen is not None and self.popen.poll() is None:
+            self.resume()  # a paused server would not act on the SIGTERM
             self.popen.terminate()
             self.popen.wait(15)
+
+    def client(self):
+        """A redis-py client of this server, for a test to look at or configure it."""
+        return redis.Redis.from_url(self.url)
 
 
 @pytest.fixture

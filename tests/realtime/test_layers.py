@@ -4,8 +4,10 @@ a receiver that may have missed messages is told so, instead of waiting on as if
 import asyncio
 
 import pytest
+import redis.exceptions
 
-from realtime.layers import RedisPubSubChannelLayer, SubscriptionLost
+from realtime.layers import ChannelQueue, LayerUnavailable, RedisPubSubChannelLayer, SubscriptionLost
+from tests.conftest import wait_until
 
 
 def layer_on(*shards):
@@ -15,6 +17,20 @@ def layer_on(*shards):
 def group_on(layer, shard_index):
     """A group name whose messages travel through the shard ``shard_index``."""
     return next(name for number in range(1000) if layer.shard_of_group(name := f"group-{number}") == shard_index)
+
+
+def shard_of(layer, channel):
+    loop_layer = layer._get_layer()
+    return loop_layer._shards.index(loop_layer._get_shard(channel))
+
+
+async def channel_while_shards_are_down(layer):
+    """A new channel of ``layer`` whose own subscription lives on a shard that is up."""
+    while True:
+        try:
+            return await layer.new_channel()
+        except LayerUnavailable:
+            pass  # its name hashed to a stopped shard
 
 
 async def joined(layer, group):
@@ -81,3 +97,195 @@ def test_a_stopped_shard_ends_only_the_receivers_that_listened_through_it(redis_
         return still
 
     assert asyncio.run(scenario()) == {"type": "still here"}
+
+
+def pings_answered(redis):
+    """How many PINGs the server has answered so far."""
+    return redis.client().info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+
+
+def test_a_redis_that_went_silent_ends_the_receivers_that_listened_through_it(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        receiver.PING_EVERY_SECONDS, receiver.PONG_WITHIN_SECONDS = 0.2, 1
+        channel = await joined(receiver, "room")
+        await sender.group_send("room", {"type": "before"})
+        before = await asyncio.wait_for(receiver.receive(channel), 5)
+        waiting = asyncio.ensure_future(receiver.receive(channel))
+
+        # Its connections stay open and no read fails: only an unanswered PING tells.
+        redis.pause()
+        try:
+            with pytest.raises(SubscriptionLost):
+                await asyncio.wait_for(waiting, 10)
+        finally:
+            redis.resume()
+        loop_layer = receiver._get_layer()
+        left = (loop_layer.channels, loop_layer.groups)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return before, left
+
+    before, left = asyncio.run(scenario())
+
+    assert before == {"type": "before"}
+    assert left == ({}, {})
+
+
+def test_an_idle_subscriber_connection_is_pinged_and_only_what_was_published_reaches_the_channel(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        receiver.PING_EVERY_SECONDS = 0.05
+        channel = await joined(receiver, "room")
+        # Several PINGs answered while the channel waits: the PONGs neither reach it nor end it.
+        await asyncio.to_thread(wait_until, lambda: pings_answered(redis) >= 3, message="PINGs from the layer")
+        for number in range(2):
+            await sender.group_send("room", {"type": "event", "number": number})
+        received = [await asyncio.wait_for(receiver.receive(channel), 5) for _ in range(2)]
+        waiting = receiver._get_layer().channels[channel].qsize()
+        for layer in (receiver, sender):
+            await layer.flush()
+        return received, waiting
+
+    received, waiting = asyncio.run(scenario())
+
+    assert received == [{"type": "event", "number": 0}, {"type": "event", "number": 1}]
+    assert waiting == 0
+
+
+def test_redis_errors_reach_the_layers_callers_as_layer_unavailable_with_the_error_as_its_cause(redis_server):
+    shards = [redis_server(), redis_server()]
+
+    async def scenario():
+        layer = layer_on(*shards)
+        # Names that travel through the second shard, stopped before the layer connected to it.
+        down_group = group_on(layer, 1)
+        down_channel = next(name for number in range(1000) if shard_of(layer, name := f"elsewhere.{number}") == 1)
+        shards[1].stop()
+        channel = await channel_while_shards_are_down(layer)
+        failures = []
+        for call in (
+            lambda: layer.group_add(down_group, channel),
+            lambda: layer.group_send(down_group, {"type": "lost"}),
+            lambda: layer.send(down_channel, {"type": "lost"}),
+        ):
+            try:
+                await call()
+            except Exception as error:
+                failures.append(error)
+        await layer.flush()
+        return failures
+
+    failures = asyncio.run(scenario())
+
+    assert [type(error) for error in failures] == [LayerUnavailable] * 3
+    assert all(isinstance(error.__cause__, redis.exceptions.ConnectionError) for error in failures)
+
+
+def test_a_channel_that_cannot_join_a_group_is_forgotten_with_its_other_groups(redis_server):
+    shards = [redis_server(), redis_server()]
+
+    async def scenario():
+        layer = layer_on(*shards)
+        shards[1].stop()  # before the layer connected to it
+        channel = await channel_while_shards_are_down(layer)
+        await layer.group_add(group_on(layer, 0), channel)
+        with pytest.raises(LayerUnavailable):
+            await layer.group_add(group_on(layer, 1), channel)
+        loop_layer = layer._get_layer()
+        left = (dict(loop_layer.channels), dict(loop_layer.groups))
+        await layer.forget(channel)  # again: nothing left to do
+        await layer.flush()
+        return left
+
+    assert asyncio.run(scenario()) == ({}, {})
+
+
+def test_a_channel_that_falls_more_than_its_capacity_behind_gets_subscription_lost_instead_of_more(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        receiver.CAPACITY = 3
+        stalled, marker = await receiver.new_channel(), await receiver.new_channel()
+        for number in range(5):
+            await sender.send(stalled, {"type": "event", "number": number})
+        # One subscriber connection delivers in order: once the marker is in, so were the five before it.
+        await sender.send(marker, {"type": "marker"})
+        await asyncio.wait_for(receiver.receive(marker), 5)
+        received = [await asyncio.wait_for(receiver.receive(stalled), 5) for _ in range(3)]
+        with pytest.raises(SubscriptionLost):
+            await asyncio.wait_for(receiver.receive(stalled), 5)
+        left = set(receiver._get_layer().channels)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return received, left, marker
+
+    received, left, marker = asyncio.run(scenario())
+
+    assert received == [{"type": "event", "number": number} for number in range(3)]
+    assert left == {marker}
+
+
+def test_an_error_while_delivering_a_message_is_logged_and_the_shard_goes_on_receiving(
+    redis_server, monkeypatch, caplog
+):
+    redis = redis_server()
+    deliver, failed = ChannelQueue.deliver, []
+
+    def deliver_failing_once(queue, data):
+        # No Redis reply makes delivery fail today: a bug of ours stands in for whatever might.
+        if not failed:
+            failed.append(data)
+            raise RuntimeError("a bug while delivering")
+        deliver(queue, data)
+
+    monkeypatch.setattr(ChannelQueue, "deliver", deliver_failing_once)
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        channel = await receiver.new_channel()
+        for number in range(2):
+            await sender.send(channel, {"type": "event", "number": number})
+        received = await asyncio.wait_for(receiver.receive(channel), 5)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return received
+
+    assert asyncio.run(scenario()) == {"type": "event", "number": 1}
+    failures = [record for record in caplog.records if record.name == "realtime.layers"]
+    assert [record.exc_info[0] for record in failures] == [RuntimeError]
+
+
+def test_after_losing_its_subscriptions_a_shard_pauses_before_it_receives_again(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        receiver, sender = layer_on(redis), layer_on(redis)
+        lost = await receiver.new_channel()
+        await sender.send(lost, {"type": "subscribed"})
+        await asyncio.wait_for(receiver.receive(lost), 5)
+        waiting = asyncio.ensure_future(receiver.receive(lost))
+
+        started = loop.time()
+        await asyncio.to_thread(redis.client().client_kill_filter, _type="pubsub")
+        with pytest.raises(SubscriptionLost):
+            await asyncio.wait_for(waiting, 10)
+        later = await receiver.new_channel()
+        await sender.send(later, {"type": "after"})
+        after = await asyncio.wait_for(receiver.receive(later), 10)
+        waited = loop.time() - started
+        for layer in (receiver, sender):
+            await layer.flush()
+        return after, waited, receiver.PAUSE_AFTER_LOSS_SECONDS
+
+    after, waited, pause = asyncio.run(scenario())
+
+    assert after == {"type": "after"}
+    # A lower bound only (a busy machine makes it longer, never shorter): the shard read nothing meanwhile.
+    assert waited >= pause
