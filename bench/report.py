@@ -118,7 +118,9 @@ def _machine_notes(machine):
         f"{cpu['total']} ms in all: servers {cpu['servers']}, workers {cpu['workers']}, PostgreSQL "
         f"{cpu['postgresql']}, Redis {cpu['redis']}, the sandbox {cpu['sandbox']}, the load generator "
         f"{cpu['load_generator']}, anything else {cpu['other']}; with every cycle of these cores on updates, at "
-        f"most {machine['cpu_bound_updates_per_second']} updates/s.",
+        f"most {machine['cpu_bound_updates_per_second']} updates/s; with only the product's processes on them "
+        f"({machine['product_cpu_ms_per_update']} ms: servers, workers, PostgreSQL, Redis), at most "
+        f"{machine['product_cpu_bound_updates_per_second']}.",
     ]
 
 
