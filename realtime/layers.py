@@ -70,7 +70,7 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         await self._get_layer().forget(channel)
 
     def deserialize(self, message):
-        # A loss is queued among the channel's messages, after those received before it.
+        # A lost connection's loss is queued after the messages received before it; an overflow's replaces them.
         if isinstance(message, SubscriptionLost):
             raise message
         return super().deserialize(message)
@@ -128,7 +128,8 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
 
 
 class ChannelQueue(asyncio.Queue):
-    """A channel's messages: at most ``capacity`` waiting, then SubscriptionLost, after which it takes no more."""
+    """A channel's messages: at most ``capacity`` waiting; past them the waiting ones are dropped for
+    SubscriptionLost, after which it takes no more."""
 
     def __init__(self, capacity):
         super().__init__()
@@ -142,7 +143,10 @@ class ChannelQueue(asyncio.Queue):
             self.put_nowait(data)
         else:
             # A socket this far behind would grow the process's memory without limit: it closes instead, and
-            # its client resumes from the history (G12).
+            # its client resumes from the history (G12). At its next receive, not after the stale messages (an
+            # inbox socket spends a database query on each).
+            while not self.empty():
+                self.get_nowait()
             self.end(SubscriptionLost(f"more than {self.capacity} messages were waiting"))
 
     def end(self, loss):
