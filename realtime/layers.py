@@ -121,8 +121,11 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
         for name in names:
             if name in self.channels or name in self.groups:
                 continue  # taken up again meanwhile
+            shard = self._get_shard(name)
+            if name not in shard._subscribed_to:
+                continue  # never subscribed, or lost: nothing to wait for the shard's lock for
             try:
-                await self._get_shard(name).unsubscribe(name)
+                await shard.unsubscribe(name)
             except LayerUnavailable as error:
                 logger.warning("Could not unsubscribe %s from its Redis shard: %s", name, error)
 
@@ -165,13 +168,17 @@ def _unavailable_on_redis_errors():
 
 class ShardConnection(pubsub.RedisSingleShardConnection):
     async def publish(self, channel, message):
+        # channels-redis' own holds `_lock` for the whole round trip, so that the subscriptions (and the PING)
+        # would wait behind every publish. A publish needs only the client, whose pool is safe to share.
         with _unavailable_on_redis_errors():
+            self._ensure_redis()
+            redis = self._redis
             try:
-                await super().publish(channel, message)
+                await redis.publish(channel, message)
             except RedisConnectionError:
                 # A pooled connection opened before a Redis restart fails its first command and is then
                 # dropped; had this send been lost, a socket that already resumed would miss its event.
-                await super().publish(channel, message)
+                await redis.publish(channel, message)
 
     async def subscribe(self, channel):
         with _unavailable_on_redis_errors():
@@ -223,7 +230,8 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         elif now - self._heard_at >= self.limits.PING_EVERY_SECONDS:
             async with self._lock:
                 await self._pubsub.ping()
-            self._pinged_at = now
+            # From when the PING was written, not from before the lock was free.
+            self._pinged_at = asyncio.get_running_loop().time()
         # Only what was published reaches the channels, not the PONGs.
         return message if message is not None and message["type"] == "message" else None
 

@@ -290,3 +290,31 @@ def test_after_losing_its_subscriptions_a_shard_pauses_before_it_receives_again(
     assert after == {"type": "after"}
     # A lower bound only (a busy machine makes it longer, never shorter): the shard read nothing meanwhile.
     assert waited >= pause
+
+
+def test_a_publish_waiting_on_redis_holds_up_no_unsubscribe(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        # No socket timeout: the publish waits as long as Redis is frozen.
+        layer = RedisPubSubChannelLayer(hosts=[{"address": redis.url, "socket_timeout": None}])
+        channel = await joined(layer, "room")
+        redis.pause()
+        try:
+            publishing = asyncio.ensure_future(layer.group_send("room", {"type": "typing"}))
+            await asyncio.sleep(0)  # the publish is under way, waiting for Redis' reply
+            # UNSUBSCRIBE expects no reply: forgetting the channel needs nothing from the frozen Redis.
+            await asyncio.wait_for(layer.forget(channel), 10)
+            still_publishing = not publishing.done()
+        finally:
+            redis.resume()
+        await asyncio.wait_for(publishing, 10)
+        loop_layer = layer._get_layer()
+        left = (loop_layer.channels, loop_layer.groups, loop_layer._shards[0]._subscribed_to)
+        await layer.flush()
+        return still_publishing, left
+
+    still_publishing, left = asyncio.run(scenario())
+
+    assert still_publishing
+    assert left == ({}, {}, set())
