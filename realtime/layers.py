@@ -99,6 +99,10 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
             raise
 
     async def group_add(self, group, channel):
+        if channel not in self.channels:
+            # Ended (forgotten after a loss) while its consumer was still joining its groups, which channels
+            # runs beside the receive: a close with 4503, not channels-redis' RuntimeError (an error, 1011).
+            raise SubscriptionLost(f"{channel} ended before it joined {group}")
         try:
             await super().group_add(group, channel)
         except LayerUnavailable:

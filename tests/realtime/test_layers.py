@@ -318,3 +318,21 @@ def test_a_publish_waiting_on_redis_holds_up_no_unsubscribe(redis_server):
 
     assert still_publishing
     assert left == ({}, {}, set())
+
+
+def test_joining_a_group_with_a_channel_already_ended_raises_subscription_lost(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        # A socket's receive task runs beside its connect: a loss can forget the channel between two joins.
+        layer = layer_on(redis)
+        channel = await joined(layer, "sockets.1")
+        await layer.forget(channel)
+        with pytest.raises(SubscriptionLost):
+            await layer.group_add("room", channel)
+        loop_layer = layer._get_layer()
+        left = (loop_layer.channels, loop_layer.groups)
+        await layer.flush()
+        return left
+
+    assert asyncio.run(scenario()) == ({}, {})
