@@ -16,7 +16,9 @@ import contextlib
 import logging
 
 from channels_redis import pubsub
-from channels_redis.utils import _wrap_close
+from channels_redis.utils import _wrap_close, create_pool
+from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -28,8 +30,10 @@ logger = logging.getLogger(__name__)
 # `_get_group_channel_name`, `_layers`/`_args`/`_kwargs` in `_get_layer`; that `receive()` unsubscribes and drops a
 # cancelled channel, deserializing each queued item through the outer layer; that `group_add` records the
 # membership before it subscribes; and the shard connection's `_lock`, `_redis`, `_pubsub`, `_subscribed_to`,
-# `_do_receiving` and `_receive_message`, both replaced here. From redis-py: a PING on a subscribed connection
-# comes back from `get_message()` as a message of type "pong".
+# `_do_receiving`, `_receive_message` and `_ensure_redis`, replaced here. From redis-py (8.1): a PING on a
+# subscribed connection comes back from `get_message()` as a message of type "pong"; the pub/sub registers its
+# `on_connect` as the connection's connect callback after the first connect, and reconnects in the paths named
+# in SubscriberConnection; its `connection.is_connected`.
 
 
 class LayerUnavailable(Exception):
@@ -170,7 +174,29 @@ def _unavailable_on_redis_errors():
         raise LayerUnavailable(f"{type(error).__name__}: {error}") from error
 
 
+class SubscriberConnection(PubSub):
+    """redis-py's pub/sub, except that it does not subscribe again by itself after its connection was re-made.
+
+    redis-py reconnects a pub/sub connection on its own: in its retry after a failed SUBSCRIBE, UNSUBSCRIBE,
+    PING or read, and when a command or read finds the connection down. It then subscribes again, and what
+    was published in between is gone unnoticed. Here the reconnect is marked instead, and the shard's
+    receive task takes it for a loss."""
+
+    reconnected = False
+
+    async def on_connect(self, connection):
+        # Called on every connect but the first (made before the pub/sub registers it).
+        if self.subscribed:
+            self.reconnected = True
+
+
 class ShardConnection(pubsub.RedisSingleShardConnection):
+    def _ensure_redis(self):
+        # channels-redis' own, with the pub/sub above.
+        if self._redis is None:
+            self._redis = aioredis.Redis(connection_pool=create_pool(self.host))
+            self._pubsub = SubscriberConnection(self._redis.connection_pool)
+
     async def publish(self, channel, message):
         # channels-redis' own holds `_lock` for the whole round trip, so that the subscriptions (and the PING)
         # would wait behind every publish. A publish needs only the client, whose pool is safe to share.
@@ -224,6 +250,11 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             self._heard_from(asyncio.get_running_loop().time())
             await asyncio.sleep(0.1)
             return None
+        connection = self._pubsub.connection
+        if self._pubsub.reconnected or (connection is not None and not connection.is_connected):
+            # A command that failed left it down (or redis-py re-made it): messages may have been missed. The
+            # command's caller holds the lock, so its loss is noticed here rather than there.
+            raise RedisConnectionError("the subscriber connection dropped")
         message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
         now = asyncio.get_running_loop().time()
         if message is not None:
@@ -257,7 +288,7 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         layer = self.channel_layer
         async with self._lock:
             lost, self._subscribed_to = self._subscribed_to, set()
-            broken, self._pubsub = self._pubsub, self._redis.pubsub()
+            broken, self._pubsub = self._pubsub, SubscriberConnection(self._redis.connection_pool)
             self._heard_from(asyncio.get_running_loop().time())
             listeners = {name for name in lost if name in layer.channels}
             for name in lost:

@@ -336,3 +336,31 @@ def test_joining_a_group_with_a_channel_already_ended_raises_subscription_lost(r
         return left
 
     assert asyncio.run(scenario()) == ({}, {})
+
+
+def test_a_subscriber_connection_that_redis_py_reconnects_on_its_own_ends_its_listeners(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        receiver.PING_EVERY_SECONDS = 0  # every idle poll of the receive task waits for the shard's lock to PING
+        own, member = await receiver.new_channel(), await joined(receiver, "room")
+        waiting = [asyncio.ensure_future(receiver.receive(channel)) for channel in (own, member)]
+        shard = receiver._get_layer()._shards[0]
+        async with shard._lock:
+            # The receive task waits for the lock, not reading: no read fails to tell it what happens now.
+            while not shard._lock._waiters:
+                await asyncio.sleep(0.01)
+            # Down, as a failed SUBSCRIBE, UNSUBSCRIBE or PING leaves it when Redis does not answer its reconnect.
+            await shard._pubsub.connection.disconnect()
+            for channel in (own, member):
+                await sender.send(channel, {"type": "lost"})
+            await sender.group_send("room", {"type": "lost"})
+        # Its PING now reconnects, and redis-py would subscribe again as if nothing had been missed.
+        for receiving in waiting:
+            with pytest.raises(SubscriptionLost):
+                await asyncio.wait_for(receiving, 10)
+        for layer in (receiver, sender):
+            await layer.flush()
+
+    asyncio.run(scenario())
