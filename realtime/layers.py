@@ -261,12 +261,19 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             self._heard_from(now)
         elif self._pinged_at is not None:
             if now - self._pinged_at > self.limits.PONG_WITHIN_SECONDS:
-                raise TimeoutError(f"Redis left a PING unanswered for {self.limits.PONG_WITHIN_SECONDS} s")
+                # After a stall of this process (not of Redis) the PONG may be in, unread: one last look at
+                # what is buffered.
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                if message is None:
+                    raise TimeoutError(f"Redis left a PING unanswered for {self.limits.PONG_WITHIN_SECONDS} s")
+                self._heard_from(now)
         elif now - self._heard_at >= self.limits.PING_EVERY_SECONDS:
             async with self._lock:
-                await self._pubsub.ping()
-            # From when the PING was written, not from before the lock was free.
-            self._pinged_at = asyncio.get_running_loop().time()
+                # Unsubscribed (or lost) while this waited for the lock: a PING would get its PONG read by no one.
+                if self._pubsub.subscribed:
+                    await self._pubsub.ping()
+                    # From when the PING was written, not from before the lock was free.
+                    self._pinged_at = asyncio.get_running_loop().time()
         # Only what was published reaches the channels, not the PONGs.
         return message if message is not None and message["type"] == "message" else None
 
