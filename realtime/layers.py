@@ -239,7 +239,12 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             try:
                 self._receive_message(message)
             except Exception:
-                index = self.channel_layer._shards.index(self)
+                # Some of its channels may have it and others not: none of them goes on as if all had.
+                layer = self.channel_layer
+                for channel in self._receivers(message):
+                    if channel in layer.channels:
+                        layer.channels[channel].end(SubscriptionLost("a message could not be delivered"))
+                index = layer._shards.index(self)
                 logger.exception("Could not deliver a message from Redis shard %d; receiving goes on.", index)
 
     async def _poll(self):
@@ -284,11 +289,16 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
     def _receive_message(self, message):
         # channels-redis' own, through the channels' bounded queues.
         layer = self.channel_layer
-        name = message["channel"]
-        name = name.decode() if isinstance(name, bytes) else name
-        for channel in [name] if name in layer.channels else layer.groups.get(name, ()):
+        for channel in self._receivers(message):
             if channel in layer.channels:
                 layer.channels[channel].deliver(message["data"])
+
+    def _receivers(self, message):
+        """The names of the channels ``message`` is for: its channel's, or its group's members."""
+        layer = self.channel_layer
+        name = message["channel"]
+        name = name.decode() if isinstance(name, bytes) else name
+        return [name] if name in layer.channels else list(layer.groups.get(name, ()))
 
     async def _lose_subscriptions(self, error):
         """Start this shard's subscriptions afresh, and tell every channel that listened through them."""

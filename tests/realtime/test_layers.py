@@ -232,7 +232,7 @@ def test_a_channel_that_falls_more_than_its_capacity_behind_gets_subscription_lo
     assert left == {marker}
 
 
-def test_an_error_while_delivering_a_message_is_logged_and_the_shard_goes_on_receiving(
+def test_an_error_while_delivering_a_message_ends_the_channels_it_was_for_and_the_shard_goes_on_receiving(
     redis_server, monkeypatch, caplog
 ):
     redis = redis_server()
@@ -249,15 +249,20 @@ def test_an_error_while_delivering_a_message_is_logged_and_the_shard_goes_on_rec
 
     async def scenario():
         receiver, sender = layer_on(redis), layer_on(redis)
-        channel = await receiver.new_channel()
-        for number in range(2):
-            await sender.send(channel, {"type": "event", "number": number})
-        received = await asyncio.wait_for(receiver.receive(channel), 5)
+        # Whichever member's delivery fails, the other must not go on with a message its colleague missed.
+        members = [await joined(receiver, "room") for _ in range(2)]
+        await sender.group_send("room", {"type": "event"})
+        for member in members:
+            with pytest.raises(SubscriptionLost):
+                await asyncio.wait_for(receiver.receive(member), 5)
+        later = await receiver.new_channel()
+        await sender.send(later, {"type": "later"})
+        received = await asyncio.wait_for(receiver.receive(later), 5)
         for layer in (receiver, sender):
             await layer.flush()
         return received
 
-    assert asyncio.run(scenario()) == {"type": "event", "number": 1}
+    assert asyncio.run(scenario()) == {"type": "later"}
     failures = [record for record in caplog.records if record.name == "realtime.layers"]
     assert [record.exc_info[0] for record in failures] == [RuntimeError]
 
