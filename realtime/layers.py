@@ -117,7 +117,13 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
 
     async def forget(self, channel):
         """Drop ``channel``: its queue, its group memberships, and the subscriptions no channel needs any more.
-        Idempotent. Redis errors are logged: a connection that failed loses its subscriptions anyway."""
+        Idempotent. Redis errors are logged: a connection that failed loses its subscriptions anyway. The
+        unsubscribing goes on if the caller is cancelled (channels cancels an ending consumer's receive task,
+        which may be forgetting its channel after a loss): the groups are out of the dict by then, and nothing
+        else would unsubscribe them."""
+        await asyncio.shield(self._forget(channel))
+
+    async def _forget(self, channel):
         self.channels.pop(channel, None)
         names = [channel]
         for group_channel, members in list(self.groups.items()):

@@ -369,3 +369,30 @@ def test_a_subscriber_connection_that_redis_py_reconnects_on_its_own_ends_its_li
             await layer.flush()
 
     asyncio.run(scenario())
+
+
+def test_forgetting_a_channel_unsubscribes_its_groups_even_if_the_caller_is_cancelled(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        layer = layer_on(redis)
+        channel = await joined(layer, "room")
+        await layer.group_add("sockets.1", channel)
+        shard = layer._get_layer()._shards[0]
+        async with shard._lock:  # held, as by a PING: forget() waits for it to unsubscribe
+            forgetting = asyncio.ensure_future(layer.forget(channel))
+            await asyncio.sleep(0)
+            # As channels cancels a consumer's receive task, which may be forgetting its channel after a loss.
+            forgetting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await forgetting
+        # Its unsubscribes go on once the lock is free.
+        deadline = asyncio.get_running_loop().time() + 10
+        while shard._subscribed_to and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        loop_layer = layer._get_layer()
+        left = (loop_layer.channels, loop_layer.groups, set(shard._subscribed_to))
+        await layer.flush()
+        return left
+
+    assert asyncio.run(scenario()) == ({}, {}, set())
