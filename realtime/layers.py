@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # cancelled channel, deserializing each queued item through the outer layer; that `group_add` records the
 # membership before it subscribes; and the shard connection's `_lock`, `_redis`, `_pubsub`, `_subscribed_to`,
 # `_do_receiving`, `_receive_message` and `_ensure_redis`, replaced here. From redis-py (8.1): a PING on a
-# subscribed connection comes back from `get_message()` as a message of type "pong"; the pub/sub registers its
+# subscribed connection comes back from `get_message()` as a "pong" with channel None; the pub/sub registers its
 # `on_connect` as the connection's connect callback after the first connect, and reconnects in the paths named
 # in SubscriberConnection; its `connection.is_connected`.
 
@@ -285,8 +285,7 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
                     await self._pubsub.ping()
                     # From when the PING was written, not from before the lock was free.
                     self._pinged_at = asyncio.get_running_loop().time()
-        # Only what was published reaches the channels, not the PONGs.
-        return message if message is not None and message["type"] == "message" else None
+        return message  # a PONG (channel None) reaches no channel
 
     def _heard_from(self, now):
         """Redis said something at ``now`` (or the connection starts afresh): the connection is alive."""
