@@ -6,7 +6,8 @@ whatever was published in between is gone while the consumers go on waiting: a d
 and silently miss events. Here every channel that listened through that connection gets SubscriptionLost
 from receive() instead, so its consumer ends (realtime.consumers closes the socket with 4503) and the
 client's reconnect and resume read the gap from the history (G12). The same goes for a connection that
-stops answering (a PING goes unanswered) and for a channel that falls more than CAPACITY messages behind.
+redis-py re-made on its own, one that stops answering (a PING goes unanswered), a message that could not
+be delivered to all its channels, and a channel that falls more than CAPACITY messages behind.
 Redis errors reach the layer's callers as LayerUnavailable, and a channel that ends leaves nothing behind
 (forget). docs/architecture.md, "The channel layer".
 """
