@@ -112,7 +112,9 @@ class ChannelLayerCheck(Check):
         except TimeoutError:
             raise ServiceUnavailable(f"no round trip within {self.budget:g} s") from None
         except Exception as error:
-            raise ServiceUnavailable(f"channel layer unavailable ({type(error).__name__})") from error
+            # The cause's type (a ConnectionError, say): the layer wraps every Redis error in LayerUnavailable.
+            cause = type(error.__cause__ or error).__name__
+            raise ServiceUnavailable(f"channel layer unavailable ({cause})") from error
         if not probe.shared:
             return _per_process("in-memory channel layer")
         return f"round trip through {probe.shards} Redis shard{'s' if probe.shards > 1 else ''}"

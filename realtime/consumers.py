@@ -19,7 +19,7 @@ from tickets.hooks import agent_typing, held_announcements, send_held
 from tickets.models import Ticket
 
 from . import events
-from .broadcast import send_to_group
+from .broadcast import BROADCAST_TIMEOUT_SECONDS, send_to_group
 from .groups import INBOX, agent_group, agent_sockets, ticket_group
 from .layers import LayerUnavailable
 from .protocol import TYPING_EXPIRES_IN_SECONDS, BadFrame, parse_frame
@@ -256,7 +256,11 @@ class TicketConsumer(DeskConsumer):
         self.typing = state == "start"
         wire = events.typing_event(self.user, state, TYPING_EXPIRES_IN_SECONDS)
         try:
-            await send_to_group(ticket_group(self.ticket_id), [wire])
+            # Bounded like a broadcast: a hung Redis must not hold up this socket's frames.
+            async with asyncio.timeout(BROADCAST_TIMEOUT_SECONDS):
+                await send_to_group(ticket_group(self.ticket_id), [wire])
+        except TimeoutError:
+            logger.warning("Typing not relayed, the channel layer timed out after %s s.", BROADCAST_TIMEOUT_SECONDS)
         except LayerUnavailable as error:
             # Best-effort, like typing itself (it expires on the colleagues' screens, G7): closing the socket
             # for it would only make its agent reconnect.

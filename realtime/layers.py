@@ -6,7 +6,8 @@ whatever was published in between is gone while the consumers go on waiting: a d
 and silently miss events. Here every channel that listened through that connection gets SubscriptionLost
 from receive() instead, so its consumer ends (realtime.consumers closes the socket with 4503) and the
 client's reconnect and resume read the gap from the history (G12). The same goes for a connection that
-stops answering (a PING goes unanswered) and for a channel that falls more than CAPACITY messages behind.
+redis-py re-made on its own, one that stops answering (a PING goes unanswered), a message that could not
+be delivered to all its channels, and a channel that falls more than CAPACITY messages behind.
 Redis errors reach the layer's callers as LayerUnavailable, and a channel that ends leaves nothing behind
 (forget). docs/architecture.md, "The channel layer".
 """
@@ -16,7 +17,9 @@ import contextlib
 import logging
 
 from channels_redis import pubsub
-from channels_redis.utils import _wrap_close
+from channels_redis.utils import _wrap_close, create_pool
+from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -28,8 +31,10 @@ logger = logging.getLogger(__name__)
 # `_get_group_channel_name`, `_layers`/`_args`/`_kwargs` in `_get_layer`; that `receive()` unsubscribes and drops a
 # cancelled channel, deserializing each queued item through the outer layer; that `group_add` records the
 # membership before it subscribes; and the shard connection's `_lock`, `_redis`, `_pubsub`, `_subscribed_to`,
-# `_do_receiving` and `_receive_message`, both replaced here. From redis-py: a PING on a subscribed connection
-# comes back from `get_message()` as a message of type "pong".
+# `_do_receiving`, `_receive_message` and `_ensure_redis`, replaced here. From redis-py (8.1): a PING on a
+# subscribed connection comes back from `get_message()` as a "pong" with channel None; the pub/sub registers its
+# `on_connect` as the connection's connect callback after the first connect, and reconnects in the paths named
+# in SubscriberConnection; its `connection.is_connected`.
 
 
 class LayerUnavailable(Exception):
@@ -70,7 +75,7 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         await self._get_layer().forget(channel)
 
     def deserialize(self, message):
-        # A loss is queued among the channel's messages, after those received before it.
+        # A lost connection's loss is queued after the messages received before it; an overflow's replaces them.
         if isinstance(message, SubscriptionLost):
             raise message
         return super().deserialize(message)
@@ -99,6 +104,10 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
             raise
 
     async def group_add(self, group, channel):
+        if channel not in self.channels:
+            # Ended (forgotten after a loss) while its consumer was still joining its groups, which channels
+            # runs beside the receive: a close with 4503, not channels-redis' RuntimeError (an error, 1011).
+            raise SubscriptionLost(f"{channel} ended before it joined {group}")
         try:
             await super().group_add(group, channel)
         except LayerUnavailable:
@@ -109,7 +118,13 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
 
     async def forget(self, channel):
         """Drop ``channel``: its queue, its group memberships, and the subscriptions no channel needs any more.
-        Idempotent. Redis errors are logged: a connection that failed loses its subscriptions anyway."""
+        Idempotent. Redis errors are logged: a connection that failed loses its subscriptions anyway. The
+        unsubscribing goes on if the caller is cancelled (channels cancels an ending consumer's receive task,
+        which may be forgetting its channel after a loss): the groups are out of the dict by then, and nothing
+        else would unsubscribe them."""
+        await asyncio.shield(self._forget(channel))
+
+    async def _forget(self, channel):
         self.channels.pop(channel, None)
         names = [channel]
         for group_channel, members in list(self.groups.items()):
@@ -121,14 +136,18 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
         for name in names:
             if name in self.channels or name in self.groups:
                 continue  # taken up again meanwhile
+            shard = self._get_shard(name)
+            if name not in shard._subscribed_to:
+                continue  # never subscribed, or lost: nothing to wait for the shard's lock for
             try:
-                await self._get_shard(name).unsubscribe(name)
+                await shard.unsubscribe(name)
             except LayerUnavailable as error:
                 logger.warning("Could not unsubscribe %s from its Redis shard: %s", name, error)
 
 
 class ChannelQueue(asyncio.Queue):
-    """A channel's messages: at most ``capacity`` waiting, then SubscriptionLost, after which it takes no more."""
+    """A channel's messages: at most ``capacity`` waiting; past them the waiting ones are dropped for
+    SubscriptionLost, after which it takes no more."""
 
     def __init__(self, capacity):
         super().__init__()
@@ -142,7 +161,10 @@ class ChannelQueue(asyncio.Queue):
             self.put_nowait(data)
         else:
             # A socket this far behind would grow the process's memory without limit: it closes instead, and
-            # its client resumes from the history (G12).
+            # its client resumes from the history (G12). At its next receive, not after the stale messages (an
+            # inbox socket spends a database query on each).
+            while not self.empty():
+                self.get_nowait()
             self.end(SubscriptionLost(f"more than {self.capacity} messages were waiting"))
 
     def end(self, loss):
@@ -159,15 +181,41 @@ def _unavailable_on_redis_errors():
         raise LayerUnavailable(f"{type(error).__name__}: {error}") from error
 
 
+class SubscriberConnection(PubSub):
+    """redis-py's pub/sub, except that it does not subscribe again by itself after its connection was re-made.
+
+    redis-py reconnects a pub/sub connection on its own: in its retry after a failed SUBSCRIBE, UNSUBSCRIBE,
+    PING or read, and when a command or read finds the connection down. It then subscribes again, and what
+    was published in between is gone unnoticed. Here the reconnect is marked instead, and the shard's
+    receive task takes it for a loss."""
+
+    reconnected = False
+
+    async def on_connect(self, connection):
+        # Called on every connect but the first (made before the pub/sub registers it).
+        if self.subscribed:
+            self.reconnected = True
+
+
 class ShardConnection(pubsub.RedisSingleShardConnection):
+    def _ensure_redis(self):
+        # channels-redis' own, with the pub/sub above.
+        if self._redis is None:
+            self._redis = aioredis.Redis(connection_pool=create_pool(self.host))
+            self._pubsub = SubscriberConnection(self._redis.connection_pool)
+
     async def publish(self, channel, message):
+        # channels-redis' own holds `_lock` for the whole round trip, so that the subscriptions (and the PING)
+        # would wait behind every publish. A publish needs only the client, whose pool is safe to share.
         with _unavailable_on_redis_errors():
+            self._ensure_redis()
+            redis = self._redis
             try:
-                await super().publish(channel, message)
+                await redis.publish(channel, message)
             except RedisConnectionError:
                 # A pooled connection opened before a Redis restart fails its first command and is then
                 # dropped; had this send been lost, a socket that already resumed would miss its event.
-                await super().publish(channel, message)
+                await redis.publish(channel, message)
 
     async def subscribe(self, channel):
         with _unavailable_on_redis_errors():
@@ -198,7 +246,12 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             try:
                 self._receive_message(message)
             except Exception:
-                index = self.channel_layer._shards.index(self)
+                # Some of its channels may have it and others not: none of them goes on as if all had.
+                layer = self.channel_layer
+                for channel in self._receivers(message):
+                    if channel in layer.channels:
+                        layer.channels[channel].end(SubscriptionLost("a message could not be delivered"))
+                index = layer._shards.index(self)
                 logger.exception("Could not deliver a message from Redis shard %d; receiving goes on.", index)
 
     async def _poll(self):
@@ -209,19 +262,31 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             self._heard_from(asyncio.get_running_loop().time())
             await asyncio.sleep(0.1)
             return None
+        connection = self._pubsub.connection
+        if self._pubsub.reconnected or (connection is not None and not connection.is_connected):
+            # A command that failed left it down (or redis-py re-made it): messages may have been missed. The
+            # command's caller holds the lock, so its loss is noticed here rather than there.
+            raise RedisConnectionError("the subscriber connection dropped")
         message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
         now = asyncio.get_running_loop().time()
         if message is not None:
             self._heard_from(now)
         elif self._pinged_at is not None:
             if now - self._pinged_at > self.limits.PONG_WITHIN_SECONDS:
-                raise TimeoutError(f"Redis left a PING unanswered for {self.limits.PONG_WITHIN_SECONDS} s")
+                # After a stall of this process (not of Redis) the PONG may be in, unread: one last look at
+                # what is buffered.
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                if message is None:
+                    raise TimeoutError(f"Redis left a PING unanswered for {self.limits.PONG_WITHIN_SECONDS} s")
+                self._heard_from(now)
         elif now - self._heard_at >= self.limits.PING_EVERY_SECONDS:
             async with self._lock:
-                await self._pubsub.ping()
-            self._pinged_at = now
-        # Only what was published reaches the channels, not the PONGs.
-        return message if message is not None and message["type"] == "message" else None
+                # Unsubscribed (or lost) while this waited for the lock: a PING would get its PONG read by no one.
+                if self._pubsub.subscribed:
+                    await self._pubsub.ping()
+                    # From when the PING was written, not from before the lock was free.
+                    self._pinged_at = asyncio.get_running_loop().time()
+        return message  # a PONG (channel None) reaches no channel
 
     def _heard_from(self, now):
         """Redis said something at ``now`` (or the connection starts afresh): the connection is alive."""
@@ -230,18 +295,23 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
     def _receive_message(self, message):
         # channels-redis' own, through the channels' bounded queues.
         layer = self.channel_layer
-        name = message["channel"]
-        name = name.decode() if isinstance(name, bytes) else name
-        for channel in [name] if name in layer.channels else layer.groups.get(name, ()):
+        for channel in self._receivers(message):
             if channel in layer.channels:
                 layer.channels[channel].deliver(message["data"])
+
+    def _receivers(self, message):
+        """The names of the channels ``message`` is for: its channel's, or its group's members."""
+        layer = self.channel_layer
+        name = message["channel"]
+        name = name.decode() if isinstance(name, bytes) else name
+        return [name] if name in layer.channels else list(layer.groups.get(name, ()))
 
     async def _lose_subscriptions(self, error):
         """Start this shard's subscriptions afresh, and tell every channel that listened through them."""
         layer = self.channel_layer
         async with self._lock:
             lost, self._subscribed_to = self._subscribed_to, set()
-            broken, self._pubsub = self._pubsub, self._redis.pubsub()
+            broken, self._pubsub = self._pubsub, SubscriberConnection(self._redis.connection_pool)
             self._heard_from(asyncio.get_running_loop().time())
             listeners = {name for name in lost if name in layer.channels}
             for name in lost:

@@ -80,6 +80,10 @@ def test_an_unreachable_service_fails_the_command_within_its_timeout(request, ru
     assert report["status"] == "fail"
     assert failing <= {name for name, status in statuses(report).items() if status == "fail"}
     assert finished.seconds < WELL_BELOW_UNBOUNDED, f"took {finished.seconds:.2f} s"
+    if service == "redis" and target == "closed_port":
+        # The cause's type, not the layer's LayerUnavailable that wraps every Redis error.
+        details = {check["name"]: check["detail"] for check in report["checks"]}
+        assert details["channel_layer"] == "channel layer unavailable (ConnectionError)"
     print(f"\n{service} at a {target}: exit 1 after {finished.seconds:.2f} s; {report['checks']}")
 
 
