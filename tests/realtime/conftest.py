@@ -1,13 +1,16 @@
 """Desk sockets in tests: sessions for agents, and sockets in-process (Channels' WebsocketCommunicator)."""
 
 import pytest
+import pytest_asyncio
 from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
+from bots.application import shutdown_application
 from supportsite.asgi import application
+from tests.conftest import unique_bot_token
 from tickets import services
 from tickets.services import TelegramProfile
 
@@ -35,6 +38,18 @@ def customer_writes(user_id=111, text="hello", telegram_message_id=1):
         TelegramProfile(user_id=user_id, first_name="Alice"), text=text, telegram_message_id=telegram_message_id
     )
     return message
+
+
+@pytest_asyncio.fixture
+async def sandbox_bot(sandbox, settings):
+    """This process's bot talks to the test's sandbox (agent typing reaches Telegram through it). Afterwards
+    the test's sockets are closed and the bot shut down, before the test's event loop ends."""
+    bot = sandbox.client(unique_bot_token())
+    settings.TELEGRAM_BOT_TOKEN = bot.token
+    settings.TELEGRAM_API_URL = sandbox.url
+    yield bot
+    await close_all()
+    await shutdown_application()
 
 
 @pytest.fixture

@@ -5,17 +5,14 @@ import asyncio
 import itertools
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from bots.application import shutdown_application
 from realtime.consumers import LAYER_UNAVAILABLE
 from realtime.groups import agent_sockets, ticket_group
 from realtime.layers import RedisPubSubChannelLayer
-from tests.conftest import unique_bot_token
 
-from .conftest import TIMEOUT, close_all, connect, customer_writes, open_socket
+from .conftest import TIMEOUT, connect, customer_writes, open_socket
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -35,16 +32,9 @@ def use_layer_on(settings):
     return use
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def telegram(sandbox, settings):
-    """This process's bot talks to the test's sandbox (agent typing reaches Telegram through it). Afterwards
-    the test's sockets are closed and the bot shut down, before the test's event loop ends."""
-    bot = sandbox.client(unique_bot_token())
-    settings.TELEGRAM_BOT_TOKEN = bot.token
-    settings.TELEGRAM_API_URL = sandbox.url
-    yield bot
-    await close_all()
-    await shutdown_application()
+@pytest.fixture(autouse=True)
+def telegram(sandbox_bot):
+    return sandbox_bot
 
 
 def left_in_layer():

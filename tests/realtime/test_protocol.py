@@ -6,39 +6,30 @@ import json
 import uuid
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 
-from bots.application import shutdown_application
 from realtime import events
 from realtime.broadcast import send_to_group
 from realtime.groups import ticket_group
 from realtime.protocol import MAX_FRAME_BYTES, TYPING_EXPIRES_IN_SECONDS
-from tests.conftest import unique_bot_token, wait_until
+from tests.conftest import wait_until
 from tickets import services
 from tickets.hooks import held_announcements
 from tickets.models import Message, ReadCursor, Ticket, TicketEvent
 
-from .conftest import close_all, connect, customer_writes, logged_in, open_socket
+from .conftest import connect, customer_writes, logged_in, open_socket
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def telegram(sandbox, settings):
-    """This process's bot talks to the test's sandbox (agent typing reaches Telegram through it). Afterwards
-    the test's sockets are closed and the bot shut down, before the test's event loop ends.
-
-    A fresh in-memory channel layer for each test: every test runs on an event loop of its own, and
-    channels-redis' layer, made for one loop per process, stalls when a second loop receives on it. The
-    sockets over Redis between real server processes are tested in test_live.py."""
+@pytest.fixture(autouse=True)
+def telegram(settings, sandbox_bot):
+    """The test's bot on its sandbox (conftest's sandbox_bot), and a fresh in-memory channel layer for each
+    test: every test runs on an event loop of its own, and channels-redis' layer, made for one loop per
+    process, stalls when a second loop receives on it. The sockets over Redis between real server processes
+    are tested in test_live.py."""
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    bot = sandbox.client(unique_bot_token())
-    settings.TELEGRAM_BOT_TOKEN = bot.token
-    settings.TELEGRAM_API_URL = sandbox.url
-    yield bot
-    await close_all()
-    await shutdown_application()
+    return sandbox_bot
 
 
 def room(ticket):
