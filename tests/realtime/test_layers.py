@@ -39,14 +39,20 @@ async def joined(layer, group):
     return channel
 
 
+async def listening(redis):
+    """A receiver's channel in the group "room" that has heard a sender on ``redis``: (receiver, sender,
+    channel, what it heard)."""
+    receiver, sender = layer_on(redis), layer_on(redis)
+    channel = await joined(receiver, "room")
+    await sender.group_send("room", {"type": "before"})
+    return receiver, sender, channel, await asyncio.wait_for(receiver.receive(channel), 5)
+
+
 def test_a_redis_restart_ends_the_receivers_it_cut_off_and_new_ones_hear_again(redis_server):
     redis = redis_server()
 
     async def scenario():
-        receiver, sender = layer_on(redis), layer_on(redis)
-        channel = await joined(receiver, "room")
-        await sender.group_send("room", {"type": "before"})
-        before = await asyncio.wait_for(receiver.receive(channel), 5)
+        receiver, sender, channel, before = await listening(redis)
         waiting = asyncio.ensure_future(receiver.receive(channel))
 
         redis.stop()
@@ -108,10 +114,7 @@ def test_a_redis_that_went_silent_ends_the_receivers_that_listened_through_it(re
     redis = redis_server()
 
     async def scenario():
-        receiver, sender = layer_on(redis), layer_on(redis)
-        channel = await joined(receiver, "room")
-        await sender.group_send("room", {"type": "before"})
-        before = await asyncio.wait_for(receiver.receive(channel), 5)
+        receiver, sender, channel, before = await listening(redis)
         # Only now: a machine that stalled longer than the PONG window before this point would end it early.
         receiver.PING_EVERY_SECONDS, receiver.PONG_WITHIN_SECONDS = 0.2, 1
         waiting = asyncio.ensure_future(receiver.receive(channel))
