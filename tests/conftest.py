@@ -146,6 +146,17 @@ def wait_until(predicate, timeout=20, message="condition", interval=0.05):
         pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
 
 
+async def wait_on_loop_until(predicate, timeout=20, message="condition", interval=0.01):
+    """wait_until for a condition that the running event loop's own tasks bring about: it polls with
+    asyncio.sleep, so they run between the polls."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := predicate()):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"Timed out after {timeout} s waiting for {message}.")
+        await asyncio.sleep(interval)
+    return result
+
+
 def lock_waits():
     """How many transactions on the test database are waiting (in PostgreSQL) for a lock held by another."""
     query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"

@@ -7,7 +7,7 @@ import pytest
 import redis.exceptions
 
 from realtime.layers import ChannelQueue, LayerUnavailable, RedisPubSubChannelLayer, SubscriptionLost
-from tests.conftest import wait_until
+from tests.conftest import wait_on_loop_until, wait_until
 
 
 def layer_on(*shards):
@@ -309,7 +309,9 @@ def test_a_publish_waiting_on_redis_holds_up_no_unsubscribe(redis_server):
         redis.pause()
         try:
             publishing = asyncio.ensure_future(layer.group_send("room", {"type": "typing"}))
-            await asyncio.sleep(0)  # the publish is under way, waiting for Redis' reply
+            # Under way: it has a connection of its own besides the subscriber's, and waits for Redis on it.
+            pool = layer._get_layer()._shards[0]._redis.connection_pool
+            await wait_on_loop_until(lambda: len(list(pool._get_in_use_connections())) == 2, message="the publish")
             # UNSUBSCRIBE expects no reply: forgetting the channel needs nothing from the frozen Redis.
             await asyncio.wait_for(layer.forget(channel), 10)
             still_publishing = not publishing.done()
@@ -356,8 +358,7 @@ def test_a_subscriber_connection_that_redis_py_reconnects_on_its_own_ends_its_li
         shard = receiver._get_layer()._shards[0]
         async with shard._lock:
             # The receive task waits for the lock, not reading: no read fails to tell it what happens now.
-            while not shard._lock._waiters:
-                await asyncio.sleep(0.01)
+            await wait_on_loop_until(lambda: shard._lock._waiters, message="the receive task to wait for the lock")
             # Down, as a failed SUBSCRIBE, UNSUBSCRIBE or PING leaves it when Redis does not answer its reconnect.
             await shard._pubsub.connection.disconnect()
             for channel in (own, member):
@@ -383,15 +384,13 @@ def test_forgetting_a_channel_unsubscribes_its_groups_even_if_the_caller_is_canc
         shard = layer._get_layer()._shards[0]
         async with shard._lock:  # held, as by a PING: forget() waits for it to unsubscribe
             forgetting = asyncio.ensure_future(layer.forget(channel))
-            await asyncio.sleep(0)
+            await wait_on_loop_until(lambda: shard._lock._waiters, message="forget() to wait for the lock")
             # As channels cancels a consumer's receive task, which may be forgetting its channel after a loss.
             forgetting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await forgetting
         # Its unsubscribes go on once the lock is free.
-        deadline = asyncio.get_running_loop().time() + 10
-        while shard._subscribed_to and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        await wait_on_loop_until(lambda: not shard._subscribed_to, message="the unsubscribes")
         loop_layer = layer._get_layer()
         left = (loop_layer.channels, loop_layer.groups, set(shard._subscribed_to))
         await layer.flush()
