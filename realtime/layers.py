@@ -247,11 +247,9 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
                 self._receive_message(message)
             except Exception:
                 # Some of its channels may have it and others not: none of them goes on as if all had.
-                layer = self.channel_layer
-                for channel in self._receivers(message):
-                    if channel in layer.channels:
-                        layer.channels[channel].end(SubscriptionLost("a message could not be delivered"))
-                index = layer._shards.index(self)
+                for queue in self._queues_for(message):
+                    queue.end(SubscriptionLost("a message could not be delivered"))
+                index = self.channel_layer._shards.index(self)
                 logger.exception("Could not deliver a message from Redis shard %d; receiving goes on.", index)
 
     async def _poll(self):
@@ -294,17 +292,16 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
 
     def _receive_message(self, message):
         # channels-redis' own, through the channels' bounded queues.
-        layer = self.channel_layer
-        for channel in self._receivers(message):
-            if channel in layer.channels:
-                layer.channels[channel].deliver(message["data"])
+        for queue in self._queues_for(message):
+            queue.deliver(message["data"])
 
-    def _receivers(self, message):
-        """The names of the channels ``message`` is for: its channel's, or its group's members."""
-        layer = self.channel_layer
+    def _queues_for(self, message):
+        """The queues of the channels ``message`` is for: its channel's, or its group's members'."""
+        channels = self.channel_layer.channels
         name = message["channel"]
         name = name.decode() if isinstance(name, bytes) else name
-        return [name] if name in layer.channels else list(layer.groups.get(name, ()))
+        names = [name] if name in channels else self.channel_layer.groups.get(name, ())
+        return [channels[channel] for channel in names if channel in channels]
 
     async def _lose_subscriptions(self, error):
         """Start this shard's subscriptions afresh, and tell every channel that listened through them."""
