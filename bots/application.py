@@ -115,10 +115,18 @@ class _ApplicationHolder:
             attempt.exception()  # retrieved: each waiting caller has already received it
 
     async def shutdown(self):
+        """Shut the Application down, and with it one whose initialisation is under way or failed: their HTTP
+        connections belong to this event loop, and a later loop reusing them would fail on a closed one."""
+        if self.attempt is not None:
+            self.attempt.cancel()
+            await asyncio.wait([self.attempt])
         application, self.application = self.application, None
+        pending, self.pending = self.pending, None
         if application is not None:
             await application.shutdown()
             logger.info("Telegram bot application shut down.")
+        if pending is not None:
+            await pending.bot.shutdown()  # its HTTP clients: the Application itself never started
 
 
 # The Application of the process's own event loop (daphne's in a server).

@@ -8,8 +8,9 @@ import httpx
 import pytest
 from django.core.cache import cache
 from django_tasks_db.models import DBTaskResult
+from telegram.error import TelegramError
 
-from bots.application import shutdown_application
+from bots.application import get_application, shutdown_application
 from bots.delivery import show_customer_typing
 from bots.flood_limit import NEXT_SEND_KEY, reserve_send_slot
 from realtime.groups import ticket_group
@@ -300,3 +301,27 @@ def test_sends_are_spaced_within_telegrams_overall_limit_in_the_order_they_ask(s
 
     assert waits == [0, 0.25, 0.5, 0.75, 1.0]  # never two sends within a quarter of a second, at any moment
     assert later == 0  # an idle spell is not saved up for a burst
+
+
+def test_a_failed_initialisation_leaves_nothing_of_the_bot_to_the_next_event_loop(bot, settings):
+    """A failed initialisation is retried with the same HTTP clients; a shutdown must close them too, or
+    the next event loop (a test's, or BotLoop's after a restart) gets connections of a closed loop."""
+    settings.TELEGRAM_BOT_TOKEN = bot.token
+    settings.TELEGRAM_API_URL = bot.base_url
+    bot.add_fault("getMe", error_code=500)
+
+    async def fail_and_shut_down():
+        try:
+            with pytest.raises(TelegramError):
+                await get_application()
+        finally:
+            await shutdown_application()
+
+    async def use_and_shut_down():
+        try:
+            return (await get_application()).bot.username
+        finally:
+            await shutdown_application()
+
+    asyncio.run(fail_and_shut_down())
+    assert asyncio.run(asyncio.wait_for(use_and_shut_down(), 20)).startswith("sandbox_")
