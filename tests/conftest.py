@@ -123,6 +123,21 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def free_ports_in_a_row(count):
+    """The first of ``count`` consecutive free ports (honcho numbers a process type's instances in a row),
+    below the kernel's ephemeral range: there no outgoing connection takes one before its server binds it."""
+    ephemeral_from = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        first = random.randrange(10_000, ephemeral_from - count)
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+
+
 def unique_bot_token():
     """A token of its own for each server, so the sandbox's records tell processes apart."""
     return f"{random.randint(10**8, 10**9 - 1)}:test-token"

@@ -12,7 +12,15 @@ import httpx
 import pytest
 
 from tests.bots import factories
-from tests.conftest import BASE_DIR, WEBHOOK_SECRET, _spawn, free_port, unique_bot_token, wait_until
+from tests.conftest import (
+    BASE_DIR,
+    WEBHOOK_SECRET,
+    _spawn,
+    free_port,
+    free_ports_in_a_row,
+    unique_bot_token,
+    wait_until,
+)
 from tickets.models import Message
 
 pytestmark = [pytest.mark.needs_nginx, pytest.mark.needs_postgres, pytest.mark.needs_redis]
@@ -56,7 +64,7 @@ class Ports:
 def production(process_env, tmp_path, sandbox):
     """honcho running Procfile.production (web=2, worker=2, sweep=1) and nginx in front; yields nginx's URL."""
     token = unique_bot_token()
-    base = free_port()
+    base = free_ports_in_a_row(2)
     env = process_env(token, PATH=f"{BASE_DIR / '.venv' / 'bin'}:{process_env(token)['PATH']}")
     processes = ["-c", "web=2,worker=2,sweep=1", "-p", str(base)]
     honcho = _spawn(
