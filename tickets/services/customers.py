@@ -6,6 +6,7 @@ from django.db import connection
 from django.utils import timezone
 
 from ..models import Customer
+from . import rows
 from .base import storable
 
 
@@ -34,7 +35,7 @@ _UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in PROFILE_FIELDS)
 _UPSERT = (
     f"INSERT INTO {Customer._meta.db_table} (telegram_user_id, {_COLUMNS}, created_at, last_reply_seq) "
     "VALUES (%s, %s, %s, %s, %s, %s, 0) "
-    f"ON CONFLICT (telegram_user_id) DO UPDATE SET {_UPDATES} RETURNING *, {{inserted}} AS created"
+    f"ON CONFLICT (telegram_user_id) DO UPDATE SET {_UPDATES} RETURNING {{columns}}, {{inserted}}"
 )
 
 
@@ -47,6 +48,9 @@ def get_or_create_customer(profile):
     A concurrent first message of the same user waits for this one's insert, then updates that row.
     """
     values = storable({name: getattr(profile, name) or "" for name in PROFILE_FIELDS}).values()
-    sql = _UPSERT.format(inserted=_INSERTED.get(connection.vendor, "FALSE"))
-    (customer,) = Customer.objects.raw(sql, [profile.user_id, *values, timezone.now()])
-    return customer, bool(customer.created)
+    table = Customer._meta.db_table
+    sql = _UPSERT.format(columns=rows.columns(Customer, table), inserted=_INSERTED.get(connection.vendor, "FALSE"))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [profile.user_id, *values, timezone.now()])
+        *customer, created = cursor.fetchone()
+    return rows.load(Customer, customer), bool(created)

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from ..hooks import announce
 from ..models import Ticket, TicketEvent
+from . import rows
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,18 @@ def record_events(ticket, actor, *changes, ticket_fields=None):
         )
         (last_seq,) = cursor.fetchone()
     first_seq = last_seq - len(changes) + 1
-    events = TicketEvent.objects.bulk_create(
-        TicketEvent(
-            ticket_id=ticket.pk, seq=first_seq + offset, kind=kind, actor_kind=actor.kind, actor=actor.user, data=data
-        )
-        for offset, (kind, data) in enumerate(changes)
+    events = rows.insert(
+        [
+            TicketEvent(
+                ticket_id=ticket.pk,
+                seq=first_seq + offset,
+                kind=kind,
+                actor_kind=actor.kind,
+                actor=actor.user,
+                data=data,
+            )
+            for offset, (kind, data) in enumerate(changes)
+        ]
     )
     ticket.last_seq = last_seq
     transaction.on_commit(lambda: announce(events), robust=True)

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from ..hooks import reply_queued
 from ..models import Customer, Message, Ticket
+from . import rows
 from .base import TicketRuleError, lock_ticket, storable
 from .history import Actor, record_events
 from .messages import message_stored
@@ -99,16 +100,20 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
                 return existing, False
         check_can_reach(current)
         now = timezone.now()
-        message = Message.objects.create(
-            ticket=current,
-            direction=Message.Direction.OUT,
-            author=author,
-            text=text,
-            attachment=attachment,
-            client_msg_id=client_msg_id,
-            delivery_status=Message.DeliveryStatus.QUEUED,
-            delivery_due_at=now,
-            outbox_seq=outbox_seq,
+        (message,) = rows.insert(
+            [
+                Message(
+                    ticket=current,
+                    direction=Message.Direction.OUT,
+                    author=author,
+                    text=text,
+                    attachment=attachment,
+                    client_msg_id=client_msg_id,
+                    delivery_status=Message.DeliveryStatus.QUEUED,
+                    delivery_due_at=now,
+                    outbox_seq=outbox_seq,
+                )
+            ]
         )
         reply_queued.send(sender=Message, message=message)
         updates = {"last_message_at": now, "updated_at": now}

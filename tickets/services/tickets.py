@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from ..models import Ticket, TicketEvent
 from ..snapshots import ticket_data, user_data
+from . import rows
 from .base import TicketRuleError, lock_ticket
 from .history import CUSTOMER, Actor, record_events
 
@@ -66,7 +67,7 @@ def find_or_open_ticket(customer, subject="", *, reopen=True):
 def open_ticket(customer, subject):
     """A new open ticket of ``customer``, who has no active one (one created in this transaction, say);
     returns (ticket, the change to record: its opening)."""
-    ticket = Ticket.objects.create(customer=customer, subject=subject[:200])
+    (ticket,) = rows.insert([Ticket(customer=customer, subject=subject[:200])])
     return ticket, [ticket_changed(ticket, opened=True)]
 
 

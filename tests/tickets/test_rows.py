@@ -1,0 +1,64 @@
+"""tickets.services.rows: a row stored and loaded in plain SQL is the row the ORM stores and loads."""
+
+import uuid
+
+from django.db import connection
+from django.utils import timezone
+
+from tickets.models import Customer, Message, Ticket, TicketEvent
+from tickets.services import rows
+
+
+def fields_of(instance):
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+def loaded(model, pk):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {rows.columns(model, 'row')} FROM {model._meta.db_table} AS row WHERE row.id = %s", [pk]
+        )
+        return rows.load(model, cursor.fetchone())
+
+
+def test_each_model_of_a_customer_message_is_stored_and_loaded_as_the_orm_does(db, agent):
+    (customer,) = rows.insert([Customer(telegram_user_id=5, first_name="Zoë", username="zoe")])
+    (ticket,) = rows.insert([Ticket(customer=customer, subject="Refund", assignee=agent)])
+    (message,) = rows.insert(
+        [
+            Message(
+                ticket=ticket,
+                direction=Message.Direction.OUT,
+                author=agent,
+                text="On it",
+                attachment={"kind": "photo", "sizes": [1, 2], "caption": "ü"},
+                client_msg_id=uuid.uuid4(),
+                delivery_status=Message.DeliveryStatus.QUEUED,
+                delivery_due_at=timezone.now(),
+                outbox_seq=3,
+            )
+        ]
+    )
+    (event,) = rows.insert(
+        [TicketEvent(ticket=ticket, seq=1, kind="message", actor_kind="agent", actor=agent, data={"a": [None]})]
+    )
+
+    for instance in (customer, ticket, message, event):
+        model = type(instance)
+        assert not instance._state.adding
+        stored = model.objects.get(pk=instance.pk)
+        assert fields_of(instance) == fields_of(stored)  # defaults and auto_now_add filled in, as create() does
+        assert fields_of(loaded(model, instance.pk)) == fields_of(stored)
+        assert not loaded(model, instance.pk)._state.adding
+
+
+def test_several_instances_are_stored_in_one_statement_each_with_the_key_of_its_own_row(db):
+    (customer,) = rows.insert([Customer(telegram_user_id=6)])
+    (ticket,) = rows.insert([Ticket(customer=customer)])
+    events = [
+        TicketEvent(ticket=ticket, seq=seq, kind="ticket", actor_kind="system", data={"seq": seq}) for seq in (3, 1, 2)
+    ]
+
+    rows.insert(events)
+
+    assert [TicketEvent.objects.get(pk=event.pk).data for event in events] == [{"seq": 3}, {"seq": 1}, {"seq": 2}]
