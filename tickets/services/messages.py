@@ -84,18 +84,16 @@ def _ticket_and_early_edit(customer, new_customer, subject, command, telegram_me
     if new_customer:  # no tickets yet, and nothing of theirs was edited early
         ticket, changes = open_ticket(customer, subject)
         return ticket, changes, None
-    early_edits = EarlyEdit.objects.filter(
-        telegram_user_id=customer.telegram_user_id, telegram_message_id=telegram_message_id
-    )
     ticket = _locked_active_ticket(customer, telegram_message_id)
     if ticket is not None:
-        return ticket, [], _take_early_edit(early_edits) if ticket.early_edit_waiting else None
+        early_edit = _take_early_edit(customer, telegram_message_id) if ticket.early_edit_waiting else None
+        return ticket, [], early_edit
     changes = []
     # A command goes to the recently resolved ticket, leaving it resolved; a message reopens it.
     ticket = reopenable_ticket(customer, lock=True) if command else None
     if ticket is None:
         ticket, changes = find_or_open_ticket(customer, subject, reopen=not command)
-    return ticket, changes, _take_early_edit(early_edits)
+    return ticket, changes, _take_early_edit(customer, telegram_message_id)
 
 
 # Every known customer's message reads its ticket so, in SQL (tickets.services.rows). Sent after the customer's
@@ -178,8 +176,10 @@ def _keep_early_edit(telegram_user_id, telegram_message_id, text, attachment, ed
         EarlyEdit.objects.create(telegram_user_id=telegram_user_id, telegram_message_id=telegram_message_id, **latest)
 
 
-def _take_early_edit(early_edits):
-    early_edit = early_edits.first()
+def _take_early_edit(customer, telegram_message_id):
+    early_edit = EarlyEdit.objects.filter(
+        telegram_user_id=customer.telegram_user_id, telegram_message_id=telegram_message_id
+    ).first()
     if early_edit is not None:
         early_edit.delete()
     return early_edit
