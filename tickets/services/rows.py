@@ -3,7 +3,9 @@
 Through the ORM, building and compiling a statement and loading its row cost 0.3 to 0.5 ms of CPU beyond the
 round trip itself; a customer's message makes four such statements (bench/profiles/webhook-rows.txt).
 Values still go through the fields' own conversions both ways, so a row here is stored and loaded as the
-ORM would store and load it.
+ORM would store and load it. What the ORM does besides is not done: no pre_save or post_save signals (none
+is connected to these models), no database routing (the project has one database), and related instances
+must already be saved.
 """
 
 import functools
@@ -11,43 +13,52 @@ import functools
 from django.db import connection
 
 
-def columns(model, alias):
-    """The model's concrete columns, qualified by the table ``alias``, in the order ``load`` reads them."""
-    return _columns(model, alias, connection.vendor)
+def columns(model, table_alias):
+    """The model's concrete columns, qualified by ``table_alias``, in the order ``load`` reads them."""
+    return _columns(model, table_alias, connection.vendor)
 
 
 # Each cache below is keyed by the database vendor too: its SQL and converters are that vendor's.
 @functools.cache
-def _columns(model, alias, vendor):
-    return ", ".join(f"{alias}.{connection.ops.quote_name(field.column)}" for field in model._meta.concrete_fields)
+def _columns(model, table_alias, vendor):
+    return ", ".join(f"{table_alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
 
 
 @functools.cache
 def _converters(model, vendor):
-    """(position, converters) of the model's columns whose database values need converting (SQLite's dates,
-    for one), as the ORM's compiler finds them."""
+    """(position, column, the backend's converters, the field's) of each of the model's columns whose values
+    need converting (SQLite's dates, JSON), as the ORM's compiler finds them. The backend's are kept unbound:
+    bound, they would hold on to the connection of the thread that filled the cache."""
     found = []
     for position, field in enumerate(model._meta.concrete_fields):
         column = field.get_col(model._meta.db_table)
-        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-        if converters:
-            found.append((position, column, converters))
+        backend = tuple(converter.__func__ for converter in connection.ops.get_db_converters(column))
+        own = tuple(column.get_db_converters(connection))
+        if backend or own:
+            found.append((position, column, backend, own))
     return tuple(found)
 
 
 def load(model, values):
     """The model instance of a row of ``columns(model, …)``, as a queryset would load it."""
     values = list(values)
-    for position, column, converters in _converters(model, connection.vendor):
-        for converter in converters:
-            values[position] = converter(values[position], column, connection)
+    ops = connection.ops
+    for position, column, backend, own in _converters(model, connection.vendor):
+        value = values[position]
+        for converter in backend:
+            value = converter(ops, value, column, connection)
+        for converter in own:
+            value = converter(value, column, connection)
+        values[position] = value
     return model.from_db(connection.alias, None, values)
 
 
 @functools.cache
 def _insert_statement(model, count, vendor):
     meta = model._meta
-    fields = [field for field in meta.local_concrete_fields if field is not meta.auto_field]
+    if meta.parents or any(field.generated or field.has_db_default() for field in meta.concrete_fields):
+        raise TypeError(f"rows.insert stores plain models only (no parents, no database-made values): {model}.")
+    fields = tuple(field for field in meta.local_concrete_fields if field is not meta.auto_field)
     names = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     row = f"({', '.join(['%s'] * len(fields))})"
     sql = (
@@ -59,7 +70,10 @@ def _insert_statement(model, count, vendor):
 
 def insert(instances):
     """Store new instances of one model with one INSERT, as ``bulk_create`` does: defaults and ``auto_now_add``
-    applied, each instance's pk set from the row it became. Returns the instances."""
+    applied, each instance's pk set from the row it became (in the order given, as bulk_create relies on
+    too). Returns the instances."""
+    if not instances:
+        return instances
     model = type(instances[0])
     sql, fields = _insert_statement(model, len(instances), connection.vendor)
     params = [
