@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -59,6 +60,17 @@ class DeskConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.forget(self.channel_name)
             # Straight to the server: a failed subscription ends the consumer before it could send.
             await send({"type": "websocket.close", "code": LAYER_UNAVAILABLE})
+
+    async def dispatch(self, message):
+        # Channels' own (4.3) awaits aclose_old_connections() before every message: a hop to Django's one
+        # thread-sensitive thread, per socket and per event, which every socket of the process queues for
+        # (30% of a server's samples with 100 sockets in the fan-out, bench/profiles/fanout-server.txt), and
+        # which a slow sync call elsewhere (a burst of sockets loading their sessions) holds up. These
+        # consumers use the database only through on_database_thread, which closes its connections itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         user = self.scope["user"]

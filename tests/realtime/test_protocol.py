@@ -3,6 +3,7 @@ what a bad frame gets, and each client frame's effect."""
 
 import asyncio
 import json
+import threading
 import uuid
 
 import pytest
@@ -107,6 +108,30 @@ async def test_an_agent_connects_to_the_inbox_and_a_ticket(agent, ticket):
     socket = await connect(room(ticket), agent)
 
     assert [event["seq"] for event in await socket.resume()] == [1, 2]
+
+
+async def test_a_socket_forwards_events_while_djangos_shared_sync_thread_is_busy(agent, other_agent, ticket):
+    # Channels' consumers wait for that one thread before every message; a desk socket must not, or a slow
+    # sync call anywhere in the process (sockets loading their sessions in a reconnect storm) stalls them all.
+    socket = await connect(room(ticket), agent)
+    await socket.resume()
+    busy, release = threading.Event(), threading.Event()
+
+    def occupy():
+        busy.set()
+        release.wait(30)
+
+    occupied = asyncio.ensure_future(sync_to_async(occupy)())  # thread-sensitive: Django's shared thread
+    try:
+        while not busy.is_set():
+            await asyncio.sleep(0.01)
+        await send_to_group(ticket_group(ticket.pk), [events.typing_event(other_agent, "start", 5)])
+        arrived = await socket.receive()
+    finally:
+        release.set()
+        await occupied
+
+    assert (arrived["type"], arrived["user"]["id"]) == ("typing", other_agent.pk)
 
 
 async def test_logging_out_closes_the_sockets_of_that_session_and_no_other(agent, ticket):
