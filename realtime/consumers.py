@@ -43,7 +43,9 @@ def on_database_thread(function):
 
 
 class DeskConsumer(AsyncWebsocketConsumer):
-    """What both desk sockets share: staff-only connections, checked JSON frames, forwarding events."""
+    """What both desk sockets share: staff-only connections, checked JSON frames, forwarding events.
+
+    The database only through on_database_thread, never the ORM's async methods: see ``dispatch``."""
 
     # The client frame types this socket accepts (realtime.protocol.FRAMES).
     frame_types = ()
@@ -62,11 +64,10 @@ class DeskConsumer(AsyncWebsocketConsumer):
             await send({"type": "websocket.close", "code": LAYER_UNAVAILABLE})
 
     async def dispatch(self, message):
-        # Channels' own (4.3) awaits aclose_old_connections() before every message: a hop to Django's one
-        # thread-sensitive thread, per socket and per event, which every socket of the process queues for
-        # (30% of a server's samples with 100 sockets in the fan-out, bench/profiles/fanout-server.txt), and
-        # which a slow sync call elsewhere (a burst of sockets loading their sessions) holds up. These
-        # consumers use the database only through on_database_thread, which closes its connections itself.
+        # Channels (4.2+) awaits aclose_old_connections() before each message: a hop to asgiref's one shared
+        # sync thread that every socket of the process queues for. These consumers reach the database only
+        # through on_database_thread, which closes its own connections (docs/architecture.md, "The desk's
+        # sockets"); websocket_disconnect still makes the hop once.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

@@ -13,7 +13,7 @@ from realtime import events
 from realtime.broadcast import send_to_group
 from realtime.groups import ticket_group
 from realtime.protocol import MAX_FRAME_BYTES, TYPING_EXPIRES_IN_SECONDS
-from tests.conftest import wait_until
+from tests.conftest import wait_on_loop_until, wait_until
 from tickets import services
 from tickets.hooks import held_announcements
 from tickets.models import Message, ReadCursor, Ticket, TicketEvent
@@ -123,8 +123,7 @@ async def test_a_socket_forwards_events_while_djangos_shared_sync_thread_is_busy
 
     occupied = asyncio.ensure_future(sync_to_async(occupy)())  # thread-sensitive: Django's shared thread
     try:
-        while not busy.is_set():
-            await asyncio.sleep(0.01)
+        await wait_on_loop_until(busy.is_set, timeout=10, message="the shared sync thread")
         await send_to_group(ticket_group(ticket.pk), [events.typing_event(other_agent, "start", 5)])
         arrived = await socket.receive()
     finally:
