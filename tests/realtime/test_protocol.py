@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from realtime import events
 from realtime.broadcast import send_to_group
@@ -131,6 +132,23 @@ async def test_a_socket_forwards_events_while_djangos_shared_sync_thread_is_busy
         await occupied
 
     assert (arrived["type"], arrived["user"]["id"]) == ("typing", other_agent.pk)
+
+
+async def test_desk_sockets_leave_no_database_connection_on_djangos_shared_sync_thread(agent, other_agent, ticket):
+    # Their messages skip Channels' close_old_connections() on that thread (DeskConsumer.dispatch), so nothing
+    # they do may open a connection there: it would stay out of the pool (G9).
+    inbox = await connect("/ws/inbox/", other_agent)
+    colleague = await connect(room(ticket), other_agent)
+    socket = await connect(room(ticket), agent)
+    await socket.resume()
+    await socket.send({"type": "typing", "state": "start"})
+    await colleague.receive()
+    await socket.send({"type": "message", "text": "On it", "client_msg_id": str(uuid.uuid4())})
+    sent = await socket.receive()
+    await colleague.send({"type": "read", "message_id": sent["message"]["id"]})
+    await inbox.receive_until("read")
+
+    assert await sync_to_async(lambda: connection.connection)() is None
 
 
 async def test_logging_out_closes_the_sockets_of_that_session_and_no_other(agent, ticket):
