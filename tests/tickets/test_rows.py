@@ -22,26 +22,24 @@ def loaded(model, pk):
 
 
 def test_each_model_of_a_customer_message_is_stored_and_loaded_as_the_orm_does(db, agent):
-    (customer,) = rows.insert([Customer(telegram_user_id=5, first_name="Zoë", username="zoe")])
-    (ticket,) = rows.insert([Ticket(customer=customer, subject="Refund", assignee=agent)])
-    (message,) = rows.insert(
-        [
-            Message(
-                ticket=ticket,
-                direction=Message.Direction.OUT,
-                author=agent,
-                text="On it",
-                attachment={"kind": "photo", "sizes": [1, 2], "caption": "ü"},
-                client_msg_id=uuid.uuid4(),
-                delivery_status=Message.DeliveryStatus.QUEUED,
-                delivery_due_at=timezone.now(),
-                outbox_seq=3,
-            )
-        ]
+    customer = Customer(telegram_user_id=5, first_name="Zoë", username="zoe")
+    rows.insert(customer)
+    ticket = Ticket(customer=customer, subject="Refund", assignee=agent)
+    rows.insert(ticket)
+    message = Message(
+        ticket=ticket,
+        direction=Message.Direction.OUT,
+        author=agent,
+        text="On it",
+        attachment={"kind": "photo", "sizes": [1, 2], "caption": "ü"},
+        client_msg_id=uuid.uuid4(),
+        delivery_status=Message.DeliveryStatus.QUEUED,
+        delivery_due_at=timezone.now(),
+        outbox_seq=3,
     )
-    (event,) = rows.insert(
-        [TicketEvent(ticket=ticket, seq=1, kind="message", actor_kind="agent", actor=agent, data={"a": [None]})]
-    )
+    rows.insert(message)
+    event = TicketEvent(ticket=ticket, seq=1, kind="message", actor_kind="agent", actor=agent, data={"a": [None]})
+    rows.insert(event)
 
     for instance in (customer, ticket, message, event):
         model = type(instance)
@@ -53,12 +51,14 @@ def test_each_model_of_a_customer_message_is_stored_and_loaded_as_the_orm_does(d
 
 
 def test_several_instances_are_stored_in_one_statement_each_with_the_key_of_its_own_row(db):
-    (customer,) = rows.insert([Customer(telegram_user_id=6)])
-    (ticket,) = rows.insert([Ticket(customer=customer)])
+    customer = Customer(telegram_user_id=6)
+    rows.insert(customer)
+    ticket = Ticket(customer=customer)
+    rows.insert(ticket)
     events = [
         TicketEvent(ticket=ticket, seq=seq, kind="ticket", actor_kind="system", data={"seq": seq}) for seq in (3, 1, 2)
     ]
 
-    rows.insert(events)
+    rows.insert(*events)
 
     assert [TicketEvent.objects.get(pk=event.pk).data for event in events] == [{"seq": 3}, {"seq": 1}, {"seq": 2}]

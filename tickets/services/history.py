@@ -54,19 +54,11 @@ def record_events(ticket, actor, *changes, ticket_fields=None):
         )
         (last_seq,) = cursor.fetchone()
     first_seq = last_seq - len(changes) + 1
-    events = rows.insert(
-        [
-            TicketEvent(
-                ticket_id=ticket.pk,
-                seq=first_seq + offset,
-                kind=kind,
-                actor_kind=actor.kind,
-                actor=actor.user,
-                data=data,
-            )
-            for offset, (kind, data) in enumerate(changes)
-        ]
-    )
+    events = [
+        TicketEvent(ticket_id=ticket.pk, seq=seq, kind=kind, actor_kind=actor.kind, actor=actor.user, data=data)
+        for seq, (kind, data) in enumerate(changes, start=first_seq)
+    ]
+    rows.insert(*events)
     ticket.last_seq = last_seq
     transaction.on_commit(lambda: announce(events), robust=True)
     return events

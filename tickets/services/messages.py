@@ -47,20 +47,17 @@ def record_inbound_message(
         if early_edit is not None:
             text = early_edit.text
             attachment = early_edit.attachment if early_edit.attachment is not None else attachment
-        (message,) = rows.insert(
-            [
-                Message(
-                    ticket=ticket,
-                    direction=Message.Direction.IN,
-                    text=text,
-                    attachment=attachment,
-                    is_command=command,
-                    telegram_message_id=telegram_message_id,
-                    reply_to_telegram_message_id=reply_to_telegram_message_id,
-                    edited_at=early_edit.edited_at if early_edit is not None else None,
-                )
-            ]
+        message = Message(
+            ticket=ticket,
+            direction=Message.Direction.IN,
+            text=text,
+            attachment=attachment,
+            is_command=command,
+            telegram_message_id=telegram_message_id,
+            reply_to_telegram_message_id=reply_to_telegram_message_id,
+            edited_at=early_edit.edited_at if early_edit is not None else None,
         )
+        rows.insert(message)
         opened = bool(changes)
         updates = {"last_message_at": message.created_at, "updated_at": message.created_at}
         if not command:

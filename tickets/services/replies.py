@@ -100,21 +100,18 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
                 return existing, False
         check_can_reach(current)
         now = timezone.now()
-        (message,) = rows.insert(
-            [
-                Message(
-                    ticket=current,
-                    direction=Message.Direction.OUT,
-                    author=author,
-                    text=text,
-                    attachment=attachment,
-                    client_msg_id=client_msg_id,
-                    delivery_status=Message.DeliveryStatus.QUEUED,
-                    delivery_due_at=now,
-                    outbox_seq=outbox_seq,
-                )
-            ]
+        message = Message(
+            ticket=current,
+            direction=Message.Direction.OUT,
+            author=author,
+            text=text,
+            attachment=attachment,
+            client_msg_id=client_msg_id,
+            delivery_status=Message.DeliveryStatus.QUEUED,
+            delivery_due_at=now,
+            outbox_seq=outbox_seq,
         )
+        rows.insert(message)
         reply_queued.send(sender=Message, message=message)
         updates = {"last_message_at": now, "updated_at": now}
         if author is not None:  # an agent's reply is notable; the bot's automatic replies are not

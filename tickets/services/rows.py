@@ -68,12 +68,12 @@ def _insert_statement(model, count, vendor):
     return sql, fields
 
 
-def insert(instances):
+def insert(*instances):
     """Store new instances of one model with one INSERT, as ``bulk_create`` does: defaults and ``auto_now_add``
     applied, each instance's pk set from the row it became (in the order given, as bulk_create relies on
-    too). Returns the instances."""
+    too)."""
     if not instances:
-        return instances
+        return
     model = type(instances[0])
     sql, fields = _insert_statement(model, len(instances), connection.vendor)
     params = [
@@ -86,4 +86,3 @@ def insert(instances):
         instance.pk = pk
         instance._state.adding = False
         instance._state.db = connection.alias
-    return instances

@@ -67,7 +67,8 @@ def find_or_open_ticket(customer, subject="", *, reopen=True):
 def open_ticket(customer, subject):
     """A new open ticket of ``customer``, who has no active one (one created in this transaction, say);
     returns (ticket, the change to record: its opening)."""
-    (ticket,) = rows.insert([Ticket(customer=customer, subject=subject[:200])])
+    ticket = Ticket(customer=customer, subject=subject[:200])
+    rows.insert(ticket)
     return ticket, [ticket_changed(ticket, opened=True)]
 
 
