@@ -24,41 +24,83 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q, Subquery
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from tickets import services
-from tickets.models import Customer, Message
+from tickets.models import Customer, Message, Ticket
 from tickets.queries import chat_queue, stranded_replies
+from tickets.services import rows
 
 from .tasks import deliver_reply
 
 logger = logging.getLogger(__name__)
 
 
-def enqueue_delivery(message, run_after=None):
-    """Enqueue the task that delivers ``message``, in the caller's transaction."""
+def enqueue_delivery(message_id, run_after=None):
+    """Enqueue the task that delivers the reply ``message_id``, in the caller's transaction."""
     task = deliver_reply.using(run_after=run_after) if run_after else deliver_reply
-    task.enqueue(message.pk)
+    task.enqueue(message_id)
 
 
 def enqueue_queued_reply(sender, message, **kwargs):
     """Receiver of tickets.hooks.reply_queued: the reply's task commits with the reply."""
-    enqueue_delivery(message)
-
-
-def _due(queryset, now):
-    return queryset.filter(delivery_status=Message.DeliveryStatus.QUEUED).filter(
-        Q(delivery_due_at__isnull=True) | Q(delivery_due_at__lte=now)
-    )
+    enqueue_delivery(message.pk)
 
 
 def _lock_chat(message_id, skip_locked=False):
     """The customer ``message_id`` is addressed to, locked until the transaction ends (their chat's queue)."""
     customers = Customer.objects.select_for_update(of=("self",), no_key=True, skip_locked=skip_locked)
     return customers.filter(tickets__messages=message_id).first()
+
+
+# Every delivery's statements, in SQL (tickets.services.rows): through the ORM, building them took more of the
+# worker's CPU than anything else it does for a reply (bench/profiles/worker-before-sql.txt).
+_MESSAGES, _TICKETS, _CUSTOMERS = (model._meta.db_table for model in (Message, Ticket, Customer))
+_QUEUED = Message.DeliveryStatus.QUEUED.value
+
+# The reply with its ticket and customer; on PostgreSQL the customer is locked (their chat's queue) by it too.
+_QUEUED_REPLY = (
+    f"SELECT {{message}}, {{ticket}}, {{customer}} FROM {_MESSAGES} AS message "
+    f"JOIN {_TICKETS} AS ticket ON ticket.id = message.ticket_id "
+    f"JOIN {_CUSTOMERS} AS customer ON customer.id = ticket.customer_id "
+    "WHERE message.id = %s AND message.delivery_status = %s"
+)
+
+# The chat's head: chat_queue(customer_id).values("pk")[:1], with the customer's id as its one parameter.
+_CHAT_HEAD = (
+    f"SELECT queued.id FROM {_MESSAGES} AS queued JOIN {_TICKETS} AS chat_ticket "
+    "ON chat_ticket.id = queued.ticket_id "
+    f"WHERE chat_ticket.customer_id = %s AND queued.delivery_status = '{_QUEUED}' "
+    "ORDER BY queued.outbox_seq, queued.id LIMIT 1"
+)
+
+# A queued reply whose attempt is due by the given time.
+_DUE_BY = f"delivery_status = '{_QUEUED}' AND (delivery_due_at IS NULL OR delivery_due_at <= %s)"
+
+
+def _queued_reply(message_id):
+    """The reply ``message_id`` if still queued, with its ticket and customer loaded, the customer locked."""
+    sql = _QUEUED_REPLY.format(
+        message=rows.columns(Message, "message"),
+        ticket=rows.columns(Ticket, "ticket"),
+        customer=rows.columns(Customer, "customer"),
+    )
+    if connection.features.has_select_for_update:
+        sql += " FOR NO KEY UPDATE OF customer"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [message_id, _QUEUED])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    message_end = len(Message._meta.concrete_fields)
+    ticket_end = message_end + len(Ticket._meta.concrete_fields)
+    message = rows.load(Message, row[:message_end])
+    message.ticket = rows.load(Ticket, row[message_end:ticket_end])
+    message.ticket.customer = rows.load(Customer, row[ticket_end:])
+    return message
 
 
 def claim_delivery(message_id, lease: timedelta):
@@ -71,42 +113,55 @@ def claim_delivery(message_id, lease: timedelta):
     """
     now = timezone.now()
     with transaction.atomic():
-        # The reply with its ticket and customer, the customer locked (their chat's queue) in the same query.
-        message = (
-            Message.objects.select_related("ticket__customer")
-            .select_for_update(of=("ticket__customer",), no_key=True)
-            .filter(pk=message_id, delivery_status=Message.DeliveryStatus.QUEUED)
-            .first()
-        )
+        message = _queued_reply(message_id)
         if message is None:
             return None  # sent or failed already
         customer = message.ticket.customer
         interval = timedelta(seconds=settings.TELEGRAM_CHAT_INTERVAL_SECONDS)
         if customer.last_reply_sent_at is not None and customer.last_reply_sent_at + interval > now:
-            head = chat_queue(customer.pk).first()
-            if head is not None and head.pk == message_id:
-                _make_due_at(head, customer.last_reply_sent_at + interval, now)
+            _make_head_due_at(customer.pk, customer.last_reply_sent_at + interval, now, only=message_id)
             return None
         lease_until = now + lease
         # Every change to a queued reply moves delivery_due_at, so an unchanged one says the row read above is
         # the one claimed (a retry scheduled meanwhile, say, is its own task's to run).
-        unchanged = Message.objects.filter(pk=message_id, delivery_due_at=message.delivery_due_at)
-        claimed = (
-            _due(unchanged, now)
-            .filter(pk=Subquery(chat_queue(customer.pk).values("pk")[:1]))
-            .update(delivery_due_at=lease_until, delivery_attempts=F("delivery_attempts") + 1)
-        )
+        unchanged = "delivery_due_at IS NULL" if message.delivery_due_at is None else "delivery_due_at = %s"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_MESSAGES} SET delivery_due_at = %s, delivery_attempts = delivery_attempts + 1 "
+                f"WHERE id = %s AND {unchanged} AND {_DUE_BY} AND id = ({_CHAT_HEAD})",
+                [
+                    _at(lease_until),
+                    message_id,
+                    *([] if message.delivery_due_at is None else [_at(message.delivery_due_at)]),
+                    _at(now),
+                    customer.pk,
+                ],
+            )
+            claimed = cursor.rowcount
         if not claimed:
             return None  # waiting for an earlier reply (which wakes it), held by another attempt, or not due
         message.delivery_due_at, message.delivery_attempts = lease_until, message.delivery_attempts + 1
         return message
 
 
-def _make_due_at(message, due_at: datetime, now):
-    """Move a due reply's next attempt to ``due_at`` and enqueue its task for then (conditional, like a claim:
-    a reply held by an attempt, scheduled later already, or done is left alone)."""
-    if _due(Message.objects.filter(pk=message.pk), now).update(delivery_due_at=due_at):
-        enqueue_delivery(message, run_after=due_at)
+def _at(moment):
+    """A datetime as the database takes it in a parameter (SQLite stores naive UTC text)."""
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
+def _make_head_due_at(customer_id, due_at: datetime, now, only=None):
+    """Move the next attempt of the chat's head (if it is reply ``only``, when given) to ``due_at`` and enqueue
+    its task for then; conditional, like a claim: a head held by an attempt or scheduled later is left alone."""
+    is_only = "" if only is None else "id = %s AND "
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_MESSAGES} SET delivery_due_at = %s WHERE {is_only}{_DUE_BY} AND id = ({_CHAT_HEAD}) "
+            "RETURNING id",
+            [_at(due_at), *([] if only is None else [only]), _at(now), customer_id],
+        )
+        moved = cursor.fetchone()
+    if moved is not None:
+        enqueue_delivery(moved[0], run_after=due_at)
 
 
 def record_sent(message, telegram_message_id):
@@ -126,9 +181,7 @@ def record_failed(message, reason):
 
 def _wake_next_reply(settled, due_at):
     # The customer's lock, taken by the outcome in this transaction, orders this with the next one's claim.
-    head = chat_queue(settled.ticket.customer_id).first()
-    if head is not None:
-        _make_due_at(head, due_at, due_at)
+    _make_head_due_at(settled.ticket.customer_id, due_at, due_at)
 
 
 def schedule_delivery_retry(message, due_at: datetime, error, *, transient):
@@ -144,7 +197,7 @@ def schedule_delivery_retry(message, due_at: datetime, error, *, transient):
                 "Reply %s: attempt %s lost its lease; no retry scheduled.", message.pk, message.delivery_attempts
             )
             return False
-        enqueue_delivery(message, run_after=due_at)
+        enqueue_delivery(message.pk, run_after=due_at)
     return True
 
 
@@ -178,8 +231,14 @@ def redrive_stranded_replies(stranded_after: timedelta, lease: timedelta | None 
             ):
                 continue
             now = timezone.now()
-            if _due(Message.objects.filter(pk=head.pk), now - stranded_after).update(delivery_due_at=now):
-                enqueue_delivery(head)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {_MESSAGES} SET delivery_due_at = %s WHERE id = %s AND {_DUE_BY}",
+                    [_at(now), head.pk, _at(now - stranded_after)],
+                )
+                redriven = cursor.rowcount
+            if redriven:
+                enqueue_delivery(head.pk)
                 count += 1
     if count:
         logger.warning("Re-drove %d stranded replies (due for more than %s, no live task).", count, stranded_after)

@@ -131,7 +131,7 @@ def test_two_tasks_for_one_reply_on_two_workers_send_it_once(bot, start_worker, 
     ticket = customer_ticket(bot, 111)
     bot.add_fault("sendMessage", delay=3, times=1)
     reply = reply_in(ticket, agent)
-    enqueue_delivery(reply)  # a second task for the same reply, as a re-drive makes
+    enqueue_delivery(reply.pk)  # a second task for the same reply, as a re-drive makes
 
     start_worker(bot.token)
     start_worker(bot.token)

@@ -43,12 +43,10 @@ def record_events(ticket, actor, *changes, ticket_fields=None):
     """
     if not connection.in_atomic_block:
         raise RuntimeError("record_events must run inside the transaction that makes the change.")
-    fields = {name: Ticket._meta.get_field(name) for name in ticket_fields or ()}  # names or attnames
-    assignments = "".join(f", {connection.ops.quote_name(field.column)} = %s" for field in fields.values())
-    values = [field.get_db_prep_save(ticket_fields[name], connection) for name, field in fields.items()]
+    assignments, values = rows.assignments(Ticket, ticket_fields or {})
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Ticket._meta.db_table} SET last_seq = last_seq + %s{assignments} "
+            f"UPDATE {Ticket._meta.db_table} SET {', '.join(['last_seq = last_seq + %s', *assignments])} "
             "WHERE id = %s RETURNING last_seq",
             [len(changes), *values, ticket.pk],
         )

@@ -5,11 +5,12 @@ the end of the lease. An outcome is recorded only while that lease still holds (
 the reply still queued), so of two attempts at one reply only the one holding it decides how it ended.
 """
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..hooks import reply_queued
 from ..models import Customer, Message, TicketEvent
+from . import rows
 from .base import TicketRuleError, lock_customer, lock_ticket
 from .history import SYSTEM, Actor, record_events
 from .replies import check_can_reach, take_outbox_seq
@@ -31,7 +32,11 @@ def mark_delivered(message, telegram_message_id, *, lease_until):
     spaced from it (bots.outbox). That UPDATE is also the customer's row lock, taken first as always.
     """
     with transaction.atomic(savepoint=False):
-        Customer.objects.filter(pk=message.ticket.customer_id).update(last_reply_sent_at=timezone.now())
+        with connection.cursor() as cursor:  # in SQL, as every delivery's statements are (bots.outbox)
+            cursor.execute(
+                f"UPDATE {Customer._meta.db_table} SET last_reply_sent_at = %s WHERE id = %s",
+                [connection.ops.adapt_datetimefield_value(timezone.now()), message.ticket.customer_id],
+            )
         return _record_outcome(
             message,
             lease_until,
@@ -51,22 +56,33 @@ def mark_delivery_failed(message, error, *, lease_until):
 
 
 def _record_outcome(message, lease_until, **fields):
-    ticket = lock_ticket(message.ticket_id)
+    # The customer's lock, held already, orders this with the reply's other changes; the ticket's is taken by
+    # record_events, so its events are numbered in commit order.
     if not _update_if_held(message, lease_until, delivery_due_at=None, delivery_failing_since=None, **fields):
         return False
-    record_events(ticket, SYSTEM, delivery_changed(message))
+    record_events(message.ticket, SYSTEM, delivery_changed(message))
     return True
 
 
 def _update_if_held(message, lease_until, **fields):
     """Change the reply (and ``message``) only if the attempt still holds it: still queued, lease unchanged."""
-    held = Message.objects.filter(
-        pk=message.pk, delivery_status=Message.DeliveryStatus.QUEUED, delivery_due_at=lease_until
-    ).update(**fields)
-    if held:
-        for name, value in fields.items():
-            setattr(message, name, value)
-    return bool(held)
+    assignments, values = rows.assignments(Message, fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Message._meta.db_table} SET {', '.join(assignments)} "
+            "WHERE id = %s AND delivery_status = %s AND delivery_due_at = %s",
+            [
+                *values,
+                message.pk,
+                Message.DeliveryStatus.QUEUED.value,
+                connection.ops.adapt_datetimefield_value(lease_until),
+            ],
+        )
+        if not cursor.rowcount:
+            return False
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return True
 
 
 def mark_delivery_retrying(message, error, *, lease_until, retry_at, transient):

@@ -86,3 +86,11 @@ def insert(*instances):
         instance.pk = pk
         instance._state.adding = False
         instance._state.db = connection.alias
+
+
+def assignments(model, values):
+    """The ``column = %s`` items of an UPDATE's SET storing ``values`` ({field name or attname: value}) as the
+    ORM would store them, and their parameters."""
+    fields = {name: model._meta.get_field(name) for name in values}
+    items = [f"{connection.ops.quote_name(field.column)} = %s" for field in fields.values()]
+    return items, [field.get_db_prep_save(values[name], connection) for name, field in fields.items()]
