@@ -219,6 +219,12 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
 
     async def subscribe(self, channel):
         with _unavailable_on_redis_errors():
+            pubsub = self._pubsub
+            if self._dropped(pubsub):
+                # An earlier command left the connection down (a SUBSCRIBE is only sent, so one into a connection
+                # Redis had closed "succeeds"). Subscribed through it, once Redis answers again, this channel
+                # would be ended with the others when the receive task notices; it starts afresh first.
+                await self._lose_subscriptions(RedisConnectionError("the subscriber connection dropped"), pubsub)
             await super().subscribe(channel)
 
     async def unsubscribe(self, channel):
@@ -234,10 +240,11 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         # channels-redis' own, which must not end while the layer is in use: nothing else would receive.
         self._heard_from(asyncio.get_running_loop().time())
         while True:
+            pubsub = self._pubsub
             try:
                 message = await self._poll()
             except Exception as error:
-                await self._lose_subscriptions(error)
+                await self._lose_subscriptions(error, pubsub)
                 # A Redis that keeps failing must not make this loop spin.
                 await asyncio.sleep(self.limits.PAUSE_AFTER_LOSS_SECONDS)
                 continue
@@ -260,10 +267,10 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             self._heard_from(asyncio.get_running_loop().time())
             await asyncio.sleep(0.1)
             return None
-        connection = self._pubsub.connection
-        if self._pubsub.reconnected or (connection is not None and not connection.is_connected):
+        if self._dropped(self._pubsub):
             # A command that failed left it down (or redis-py re-made it): messages may have been missed. The
-            # command's caller holds the lock, so its loss is noticed here rather than there.
+            # command's caller holds the lock, so its loss is noticed here (or by the next subscribe) rather
+            # than there.
             raise RedisConnectionError("the subscriber connection dropped")
         message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
         now = asyncio.get_running_loop().time()
@@ -286,6 +293,14 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
                     self._pinged_at = asyncio.get_running_loop().time()
         return message  # a PONG (channel None) reaches no channel
 
+    @staticmethod
+    def _dropped(pubsub):
+        """Whether ``pubsub`` has subscriptions on a connection that went down, or that redis-py re-made."""
+        if not (pubsub and pubsub.subscribed):
+            return False
+        connection = pubsub.connection
+        return pubsub.reconnected or (connection is not None and not connection.is_connected)
+
     def _heard_from(self, now):
         """Redis said something at ``now`` (or the connection starts afresh): the connection is alive."""
         self._heard_at, self._pinged_at = now, None
@@ -303,10 +318,13 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         names = [name] if name in channels else self.channel_layer.groups.get(name, ())
         return [channels[channel] for channel in names if channel in channels]
 
-    async def _lose_subscriptions(self, error):
-        """Start this shard's subscriptions afresh, and tell every channel that listened through them."""
+    async def _lose_subscriptions(self, error, pubsub):
+        """Start this shard's subscriptions afresh, and tell every channel that listened through them, unless
+        ``pubsub`` (the subscriber connection that failed) was replaced already: the one now is fresh."""
         layer = self.channel_layer
         async with self._lock:
+            if self._pubsub is not pubsub:
+                return
             lost, self._subscribed_to = self._subscribed_to, set()
             broken, self._pubsub = self._pubsub, SubscriberConnection(self._redis.connection_pool)
             self._heard_from(asyncio.get_running_loop().time())

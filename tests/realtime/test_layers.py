@@ -374,6 +374,36 @@ def test_a_subscriber_connection_that_redis_py_reconnects_on_its_own_ends_its_li
     asyncio.run(scenario())
 
 
+def test_a_channel_subscribed_once_redis_answers_again_is_not_ended_for_a_connection_left_down_before(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        receiver.PING_EVERY_SECONDS = 0  # every idle poll of the receive task waits for the shard's lock to PING
+        stale = await receiver.new_channel()
+        stale_receiving = asyncio.ensure_future(receiver.receive(stale))
+        shard = receiver._get_layer()._shards[0]
+        async with shard._lock:
+            await wait_on_loop_until(lambda: shard._lock._waiters, message="the receive task to wait for the lock")
+            # Down, as a failed UNSUBSCRIBE leaves it while Redis is away (a socket refused during an outage).
+            await shard._pubsub.connection.disconnect()
+            # Redis answers again: a new socket's channel subscribes, queued behind the receive task's PING,
+            # which reconnects the connection before it.
+            later = asyncio.ensure_future(receiver.new_channel())
+            await wait_on_loop_until(lambda: len(shard._lock._waiters) == 2, message="the subscribe to wait")
+        fresh = await later
+        with pytest.raises(SubscriptionLost):
+            await asyncio.wait_for(stale_receiving, 10)
+        await sender.send(fresh, {"type": "after"})
+        heard = await asyncio.wait_for(receiver.receive(fresh), 10)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return heard
+
+    # The new channel missed nothing: it is heard, not ended with the channels of the connection that dropped.
+    assert asyncio.run(scenario()) == {"type": "after"}
+
+
 def test_forgetting_a_channel_unsubscribes_its_groups_even_if_the_caller_is_cancelled(redis_server):
     redis = redis_server()
 
