@@ -124,18 +124,12 @@ def claim_delivery(message_id, lease: timedelta):
         lease_until = now + lease
         # Every change to a queued reply moves delivery_due_at, so an unchanged one says the row read above is
         # the one claimed (a retry scheduled meanwhile, say, is its own task's to run).
-        unchanged = "delivery_due_at IS NULL" if message.delivery_due_at is None else "delivery_due_at = %s"
+        unchanged, as_read = rows.equals("delivery_due_at", _at(message.delivery_due_at))
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {_MESSAGES} SET delivery_due_at = %s, delivery_attempts = delivery_attempts + 1 "
                 f"WHERE id = %s AND {unchanged} AND {_DUE_BY} AND id = ({_CHAT_HEAD})",
-                [
-                    _at(lease_until),
-                    message_id,
-                    *([] if message.delivery_due_at is None else [_at(message.delivery_due_at)]),
-                    _at(now),
-                    customer.pk,
-                ],
+                [_at(lease_until), message_id, *as_read, _at(now), customer.pk],
             )
             claimed = cursor.rowcount
         if not claimed:

@@ -29,12 +29,12 @@ logger = logging.getLogger(__name__)
 # re-check in channels_redis/pubsub.py: the loop layer's `channels` (name -> queue, made only in
 # `_subscribe_to_channel`) and `groups` (group channel -> channel names), `_shards`, `_get_shard`,
 # `_get_group_channel_name`, `_layers`/`_args`/`_kwargs` in `_get_layer`; that `receive()` unsubscribes and drops a
-# cancelled channel, deserializing each queued item through the outer layer; that `group_add` records the
-# membership before it subscribes; and the shard connection's `_lock`, `_redis`, `_pubsub`, `_subscribed_to`,
-# `_do_receiving`, `_receive_message` and `_ensure_redis`, replaced here. From redis-py (8.1): a PING on a
-# subscribed connection comes back from `get_message()` as a "pong" with channel None; the pub/sub registers its
-# `on_connect` as the connection's connect callback after the first connect, and reconnects in the paths named
-# in SubscriberConnection; its `connection.is_connected`.
+# cancelled channel, deserializing each queued item through the outer layer; that `group_add` records the membership
+# before it subscribes; and the shard connection's `_lock`, `_redis`, `_pubsub`, `_subscribed_to`, `_ensure_receiver`,
+# and `subscribe`, `_do_receiving`, `_receive_message` and `_ensure_redis`, replaced here. From redis-py (8.1): a PING
+# on a subscribed connection comes back from `get_message()` as a "pong" with channel None; the pub/sub registers its
+# `on_connect` as the connection's connect callback after the first connect, and reconnects in the paths named in
+# SubscriberConnection; its `connection.is_connected`.
 
 
 class LayerUnavailable(Exception):
@@ -109,6 +109,9 @@ class LoopLayer(pubsub.RedisPubSubLoopLayer):
             # runs beside the receive: a close with 4503, not channels-redis' RuntimeError (an error, 1011).
             raise SubscriptionLost(f"{channel} ended before it joined {group}")
         try:
+            # Before the membership is recorded: a loss of the group's subscription found now ends its members,
+            # not this channel, which missed nothing (see ShardConnection.subscribe).
+            await self._get_shard(self._get_group_channel_name(group)).start_afresh_if_dropped()
             await super().group_add(group, channel)
         except LayerUnavailable:
             # A channel that cannot hear one of its groups must not go on as if it did: it ends, like one whose
@@ -218,14 +221,28 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
                 await redis.publish(channel, message)
 
     async def subscribe(self, channel):
-        with _unavailable_on_redis_errors():
-            pubsub = self._pubsub
-            if self._dropped(pubsub):
-                # An earlier command left the connection down (a SUBSCRIBE is only sent, so one into a connection
-                # Redis had closed "succeeds"). Subscribed through it, once Redis answers again, this channel
-                # would be ended with the others when the receive task notices; it starts afresh first.
-                await self._lose_subscriptions(RedisConnectionError("the subscriber connection dropped"), pubsub)
-            await super().subscribe(channel)
+        # channels-redis' own, first starting afresh (under the same lock) if an earlier command left the
+        # connection down: a SUBSCRIBE is only written, so one into a connection Redis had closed "succeeds".
+        # Subscribed through it once Redis answers again, this channel would be ended with the ones that
+        # listened through it, though it missed nothing.
+        broken = None
+        try:
+            with _unavailable_on_redis_errors():
+                async with self._lock:
+                    broken = self._afresh_if_dropped()
+                    if channel not in self._subscribed_to:
+                        self._ensure_redis()
+                        self._ensure_receiver()
+                        await self._pubsub.subscribe(channel)
+                        self._subscribed_to.add(channel)
+        finally:
+            await _close(broken)
+
+    async def start_afresh_if_dropped(self):
+        """Start afresh if an earlier command left the subscriber connection down (see ``subscribe``)."""
+        async with self._lock:
+            broken = self._afresh_if_dropped()
+        await _close(broken)
 
     async def unsubscribe(self, channel):
         with _unavailable_on_redis_errors():
@@ -242,7 +259,7 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         while True:
             pubsub = self._pubsub
             try:
-                message = await self._poll()
+                message = await self._poll(pubsub)
             except Exception as error:
                 await self._lose_subscriptions(error, pubsub)
                 # A Redis that keeps failing must not make this loop spin.
@@ -259,20 +276,21 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
                 index = self.channel_layer._shards.index(self)
                 logger.exception("Could not deliver a message from Redis shard %d; receiving goes on.", index)
 
-    async def _poll(self):
-        """The next message published to this shard's subscriptions, or None. Raises if the connection fails,
-        or if Redis leaves a PING unanswered: a Redis that vanished silently (a frozen process, a dropped
-        network path) never fails a read."""
-        if not (self._pubsub and self._pubsub.subscribed):
+    async def _poll(self, pubsub):
+        """The next message published to this shard's subscriptions through ``pubsub`` (its subscriber
+        connection as this poll began), or None. Raises if the connection fails, or if Redis leaves a PING
+        unanswered: a Redis that vanished silently (a frozen process, a dropped network path) never fails a
+        read."""
+        if not (pubsub and pubsub.subscribed):
             self._heard_from(asyncio.get_running_loop().time())
             await asyncio.sleep(0.1)
             return None
-        if self._dropped(self._pubsub):
+        if self._dropped(pubsub):
             # A command that failed left it down (or redis-py re-made it): messages may have been missed. The
             # command's caller holds the lock, so its loss is noticed here (or by the next subscribe) rather
             # than there.
             raise RedisConnectionError("the subscriber connection dropped")
-        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
         now = asyncio.get_running_loop().time()
         if message is not None:
             self._heard_from(now)
@@ -280,15 +298,15 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             if now - self._pinged_at > self.limits.PONG_WITHIN_SECONDS:
                 # After a stall of this process (not of Redis) the PONG may be in, unread: one last look at
                 # what is buffered.
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 if message is None:
                     raise TimeoutError(f"Redis left a PING unanswered for {self.limits.PONG_WITHIN_SECONDS} s")
                 self._heard_from(now)
         elif now - self._heard_at >= self.limits.PING_EVERY_SECONDS:
             async with self._lock:
                 # Unsubscribed (or lost) while this waited for the lock: a PING would get its PONG read by no one.
-                if self._pubsub.subscribed:
-                    await self._pubsub.ping()
+                if pubsub is self._pubsub and pubsub.subscribed:
+                    await pubsub.ping()
                     # From when the PING was written, not from before the lock was free.
                     self._pinged_at = asyncio.get_running_loop().time()
         return message  # a PONG (channel None) reaches no channel
@@ -321,27 +339,44 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
     async def _lose_subscriptions(self, error, pubsub):
         """Start this shard's subscriptions afresh, and tell every channel that listened through them, unless
         ``pubsub`` (the subscriber connection that failed) was replaced already: the one now is fresh."""
-        layer = self.channel_layer
         async with self._lock:
-            if self._pubsub is not pubsub:
-                return
-            lost, self._subscribed_to = self._subscribed_to, set()
-            broken, self._pubsub = self._pubsub, SubscriberConnection(self._redis.connection_pool)
-            self._heard_from(asyncio.get_running_loop().time())
-            listeners = {name for name in lost if name in layer.channels}
-            for name in lost:
-                listeners.update(layer.groups.get(name, ()))
-            for channel in listeners:
-                if channel in layer.channels:
-                    layer.channels[channel].end(SubscriptionLost(str(error)))
+            broken = self._start_afresh(error) if self._pubsub is pubsub else None
+        await _close(broken)
+
+    def _afresh_if_dropped(self):
+        """Holding the lock: start afresh if the subscriber connection is down; returns the one to close."""
+        if self._dropped(self._pubsub):
+            return self._start_afresh(RedisConnectionError("the subscriber connection dropped"))
+        return None
+
+    def _start_afresh(self, error):
+        """Holding the lock: a new subscriber connection, and every channel that listened through the old one
+        ends. Returns the old one, to be closed once the lock is free."""
+        layer = self.channel_layer
+        lost, self._subscribed_to = self._subscribed_to, set()
+        broken, self._pubsub = self._pubsub, SubscriberConnection(self._redis.connection_pool)
+        self._heard_from(asyncio.get_running_loop().time())
+        listeners = {name for name in lost if name in layer.channels}
+        for name in lost:
+            listeners.update(layer.groups.get(name, ()))
+        for channel in listeners:
+            if channel in layer.channels:
+                layer.channels[channel].end(SubscriptionLost(str(error)))
         logger.warning(
             "Lost the subscriptions to Redis shard %d (%s): %d channels end, their sockets reconnect and resume.",
             layer._shards.index(self),
             error,
             len(listeners),
         )
-        try:
-            await broken.aclose()
-        except Exception:
-            # Only the broken connection's bookkeeping is left to drop; this task must go on receiving.
-            logger.debug("Closing a broken subscriber connection failed.", exc_info=True)
+        return broken
+
+
+async def _close(pubsub):
+    """Close a subscriber connection that failed, if any, even if the caller is cancelled meanwhile."""
+    if pubsub is None:
+        return
+    try:
+        await asyncio.shield(pubsub.aclose())
+    except Exception:
+        # Only the broken connection's bookkeeping is left to drop; the shard goes on.
+        logger.debug("Closing a broken subscriber connection failed.", exc_info=True)

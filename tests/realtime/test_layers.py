@@ -374,23 +374,36 @@ def test_a_subscriber_connection_that_redis_py_reconnects_on_its_own_ends_its_li
     asyncio.run(scenario())
 
 
-def test_a_channel_subscribed_once_redis_answers_again_is_not_ended_for_a_connection_left_down_before(redis_server):
+async def frozen_receive_task(shard):
+    """Hold ``shard``'s lock once its receive task waits for it (with PING_EVERY_SECONDS = 0 every idle poll
+    does), so that nothing reads the subscriber connection meanwhile."""
+    await shard._lock.acquire()
+    await wait_on_loop_until(lambda: shard._lock._waiters, message="the receive task to wait for the lock")
+
+
+@pytest.mark.parametrize("drop", ["before the subscribe", "while the subscribe waits for the lock"])
+def test_a_channel_subscribed_once_redis_answers_again_is_not_ended_for_a_connection_left_down(redis_server, drop):
     redis = redis_server()
 
     async def scenario():
         receiver, sender = layer_on(redis), layer_on(redis)
-        receiver.PING_EVERY_SECONDS = 0  # every idle poll of the receive task waits for the shard's lock to PING
+        receiver.PING_EVERY_SECONDS = 0
         stale = await receiver.new_channel()
         stale_receiving = asyncio.ensure_future(receiver.receive(stale))
         shard = receiver._get_layer()._shards[0]
-        async with shard._lock:
-            await wait_on_loop_until(lambda: shard._lock._waiters, message="the receive task to wait for the lock")
-            # Down, as a failed UNSUBSCRIBE leaves it while Redis is away (a socket refused during an outage).
-            await shard._pubsub.connection.disconnect()
+        await frozen_receive_task(shard)
+        later = None
+        if drop == "while the subscribe waits for the lock":
+            later = asyncio.ensure_future(receiver.new_channel())
+            await wait_on_loop_until(lambda: len(shard._lock._waiters) == 2, message="the subscribe to wait")
+        # Down, as a failed UNSUBSCRIBE leaves it while Redis is away (a socket refused during an outage).
+        await shard._pubsub.connection.disconnect()
+        if later is None:
             # Redis answers again: a new socket's channel subscribes, queued behind the receive task's PING,
             # which reconnects the connection before it.
             later = asyncio.ensure_future(receiver.new_channel())
             await wait_on_loop_until(lambda: len(shard._lock._waiters) == 2, message="the subscribe to wait")
+        shard._lock.release()
         fresh = await later
         with pytest.raises(SubscriptionLost):
             await asyncio.wait_for(stale_receiving, 10)
@@ -401,6 +414,34 @@ def test_a_channel_subscribed_once_redis_answers_again_is_not_ended_for_a_connec
         return heard
 
     # The new channel missed nothing: it is heard, not ended with the channels of the connection that dropped.
+    assert asyncio.run(scenario()) == {"type": "after"}
+
+
+def test_a_channel_joining_a_group_whose_subscription_dropped_ends_the_members_not_itself(redis_server):
+    shards = [redis_server(), redis_server()]
+
+    async def scenario():
+        receiver, sender = layer_on(*shards), layer_on(*shards)
+        receiver.PING_EVERY_SECONDS = 0
+        room = group_on(receiver, 0)
+        member = await joined(receiver, room)
+        member_receiving = asyncio.ensure_future(receiver.receive(member))
+        joining = await receiver.new_channel()
+        while shard_of(receiver, joining) != 1:  # its own subscription on the shard that stays up
+            joining = await receiver.new_channel()
+        shard = receiver._get_layer()._shards[0]
+        await frozen_receive_task(shard)
+        await shard._pubsub.connection.disconnect()
+        shard._lock.release()
+        await receiver.group_add(room, joining)
+        with pytest.raises(SubscriptionLost):
+            await asyncio.wait_for(member_receiving, 10)
+        await sender.group_send(room, {"type": "after"})
+        heard = await asyncio.wait_for(receiver.receive(joining), 10)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return heard
+
     assert asyncio.run(scenario()) == {"type": "after"}
 
 

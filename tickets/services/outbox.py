@@ -57,7 +57,7 @@ def mark_delivery_failed(message, error, *, lease_until):
 
 def _record_outcome(message, lease_until, **fields):
     # The customer's lock, held already, orders this with the reply's other changes; the ticket's is taken by
-    # record_events, so its events are numbered in commit order.
+    # record_events (after the reply's, see tickets.services.base), so its events are numbered in commit order.
     if not _update_if_held(message, lease_until, delivery_due_at=None, delivery_failing_since=None, **fields):
         return False
     record_events(message.ticket, SYSTEM, delivery_changed(message))
@@ -67,16 +67,12 @@ def _record_outcome(message, lease_until, **fields):
 def _update_if_held(message, lease_until, **fields):
     """Change the reply (and ``message``) only if the attempt still holds it: still queued, lease unchanged."""
     assignments, values = rows.assignments(Message, fields)
+    held, lease = rows.equals("delivery_due_at", connection.ops.adapt_datetimefield_value(lease_until))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Message._meta.db_table} SET {', '.join(assignments)} "
-            "WHERE id = %s AND delivery_status = %s AND delivery_due_at = %s",
-            [
-                *values,
-                message.pk,
-                Message.DeliveryStatus.QUEUED.value,
-                connection.ops.adapt_datetimefield_value(lease_until),
-            ],
+            f"WHERE id = %s AND delivery_status = %s AND {held}",
+            [*values, message.pk, Message.DeliveryStatus.QUEUED.value, *lease],
         )
         if not cursor.rowcount:
             return False
@@ -97,6 +93,7 @@ def mark_delivery_retrying(message, error, *, lease_until, retry_at, transient):
     if first_failure:
         fields["delivery_failing_since"] = timezone.now()
     with transaction.atomic(savepoint=False):
+        # No customer's lock here: the ticket's, first, orders this with an erasure (ticket, then its replies).
         ticket = lock_ticket(message.ticket_id) if first_failure else None
         if not _update_if_held(message, lease_until, **fields):
             return False

@@ -94,3 +94,9 @@ def assignments(model, values):
     fields = {name: model._meta.get_field(name) for name in values}
     items = [f"{connection.ops.quote_name(field.column)} = %s" for field in fields.values()]
     return items, [field.get_db_prep_save(values[name], connection) for name, field in fields.items()]
+
+
+def equals(column, value):
+    """A WHERE condition that ``column`` holds ``value`` (a database value), NULL included as the ORM's exact
+    lookup has it, and its parameters."""
+    return (f"{column} IS NULL", []) if value is None else (f"{column} = %s", [value])
