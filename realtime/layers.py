@@ -201,6 +201,10 @@ class SubscriberConnection(PubSub):
 
 
 class ShardConnection(pubsub.RedisSingleShardConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._retired = []  # subscriber connections replaced after a loss, for the receive task to close
+
     def _ensure_redis(self):
         # channels-redis' own, with the pub/sub above.
         if self._redis is None:
@@ -225,24 +229,19 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         # connection down: a SUBSCRIBE is only written, so one into a connection Redis had closed "succeeds".
         # Subscribed through it once Redis answers again, this channel would be ended with the ones that
         # listened through it, though it missed nothing.
-        broken = None
-        try:
-            with _unavailable_on_redis_errors():
-                async with self._lock:
-                    broken = self._afresh_if_dropped()
-                    if channel not in self._subscribed_to:
-                        self._ensure_redis()
-                        self._ensure_receiver()
-                        await self._pubsub.subscribe(channel)
-                        self._subscribed_to.add(channel)
-        finally:
-            await _close(broken)
+        with _unavailable_on_redis_errors():
+            async with self._lock:
+                self._afresh_if_dropped()
+                if channel not in self._subscribed_to:
+                    self._ensure_redis()
+                    self._ensure_receiver()
+                    await self._pubsub.subscribe(channel)
+                    self._subscribed_to.add(channel)
 
     async def start_afresh_if_dropped(self):
         """Start afresh if an earlier command left the subscriber connection down (see ``subscribe``)."""
         async with self._lock:
-            broken = self._afresh_if_dropped()
-        await _close(broken)
+            self._afresh_if_dropped()
 
     async def unsubscribe(self, channel):
         with _unavailable_on_redis_errors():
@@ -257,24 +256,33 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
         # channels-redis' own, which must not end while the layer is in use: nothing else would receive.
         self._heard_from(asyncio.get_running_loop().time())
         while True:
+            while self._retired:
+                # Closed here, between polls: a poll may still be reading the connection when it is replaced.
+                await _close(self._retired.pop())
             pubsub = self._pubsub
             try:
                 message = await self._poll(pubsub)
             except Exception as error:
-                await self._lose_subscriptions(error, pubsub)
-                # A Redis that keeps failing must not make this loop spin.
-                await asyncio.sleep(self.limits.PAUSE_AFTER_LOSS_SECONDS)
+                if await self._lose_subscriptions(error, pubsub):
+                    # A Redis that keeps failing must not make this loop spin.
+                    await asyncio.sleep(self.limits.PAUSE_AFTER_LOSS_SECONDS)
                 continue
             if message is None:
                 continue
             try:
                 self._receive_message(message)
-            except Exception:
-                # Some of its channels may have it and others not: none of them goes on as if all had.
-                for queue in self._queues_for(message):
-                    queue.end(SubscriptionLost("a message could not be delivered"))
+            except Exception as error:
                 index = self.channel_layer._shards.index(self)
                 logger.exception("Could not deliver a message from Redis shard %d; receiving goes on.", index)
+                try:
+                    queues = self._queues_for(message)
+                except Exception:
+                    # Not even its channels are known: every channel of the shard may have missed it.
+                    await self._lose_subscriptions(error, pubsub)
+                    continue
+                # Some of its channels may have it and others not: none of them goes on as if all had.
+                for queue in queues:
+                    queue.end(SubscriptionLost("a message could not be delivered"))
 
     async def _poll(self, pubsub):
         """The next message published to this shard's subscriptions through ``pubsub`` (its subscriber
@@ -313,11 +321,11 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
 
     @staticmethod
     def _dropped(pubsub):
-        """Whether ``pubsub`` has subscriptions on a connection that went down, or that redis-py re-made."""
-        if not (pubsub and pubsub.subscribed):
+        """Whether redis-py re-made ``pubsub``'s connection, or it went down with subscriptions on it."""
+        if pubsub is None:
             return False
         connection = pubsub.connection
-        return pubsub.reconnected or (connection is not None and not connection.is_connected)
+        return pubsub.reconnected or (pubsub.subscribed and connection is not None and not connection.is_connected)
 
     def _heard_from(self, now):
         """Redis said something at ``now`` (or the connection starts afresh): the connection is alive."""
@@ -338,23 +346,28 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
 
     async def _lose_subscriptions(self, error, pubsub):
         """Start this shard's subscriptions afresh, and tell every channel that listened through them, unless
-        ``pubsub`` (the subscriber connection that failed) was replaced already: the one now is fresh."""
+        ``pubsub`` (the subscriber connection that failed) was replaced already: the one now is fresh. Says
+        whether it started afresh."""
         async with self._lock:
-            broken = self._start_afresh(error) if self._pubsub is pubsub else None
-        await _close(broken)
+            if self._pubsub is not pubsub:
+                return False
+            self._start_afresh(error)
+            return True
 
     def _afresh_if_dropped(self):
-        """Holding the lock: start afresh if the subscriber connection is down; returns the one to close."""
+        """Holding the lock: start afresh if the subscriber connection is down (or was re-made)."""
         if self._dropped(self._pubsub):
-            return self._start_afresh(RedisConnectionError("the subscriber connection dropped"))
-        return None
+            self._start_afresh(RedisConnectionError("the subscriber connection dropped"))
 
     def _start_afresh(self, error):
         """Holding the lock: a new subscriber connection, and every channel that listened through the old one
-        ends. Returns the old one, to be closed once the lock is free."""
+        ends. The old one is closed by the receive task (``_retired``)."""
         layer = self.channel_layer
+        fresh = SubscriberConnection(self._redis.connection_pool)
         lost, self._subscribed_to = self._subscribed_to, set()
-        broken, self._pubsub = self._pubsub, SubscriberConnection(self._redis.connection_pool)
+        if self._pubsub is not None:
+            self._retired.append(self._pubsub)
+        self._pubsub = fresh
         self._heard_from(asyncio.get_running_loop().time())
         listeners = {name for name in lost if name in layer.channels}
         for name in lost:
@@ -368,15 +381,12 @@ class ShardConnection(pubsub.RedisSingleShardConnection):
             error,
             len(listeners),
         )
-        return broken
 
 
 async def _close(pubsub):
-    """Close a subscriber connection that failed, if any, even if the caller is cancelled meanwhile."""
-    if pubsub is None:
-        return
+    """Close a subscriber connection that failed."""
     try:
-        await asyncio.shield(pubsub.aclose())
+        await pubsub.aclose()
     except Exception:
         # Only the broken connection's bookkeeping is left to drop; the shard goes on.
         logger.debug("Closing a broken subscriber connection failed.", exc_info=True)

@@ -417,6 +417,28 @@ def test_a_channel_subscribed_once_redis_answers_again_is_not_ended_for_a_connec
     assert asyncio.run(scenario()) == {"type": "after"}
 
 
+def test_a_channel_subscribing_after_the_others_left_a_re_made_connection_is_not_ended_for_it(redis_server):
+    redis = redis_server()
+
+    async def scenario():
+        receiver, sender = layer_on(redis), layer_on(redis)
+        left = await receiver.new_channel()
+        shard = receiver._get_layer()._shards[0]
+        await receiver._get_layer().forget(left)
+        await wait_on_loop_until(lambda: not shard._pubsub.subscribed, message="the UNSUBSCRIBE to be confirmed")
+        # redis-py re-made the connection while it had subscriptions (SubscriberConnection marks it); they
+        # were all unsubscribed since, so no poll took the mark for a loss.
+        shard._pubsub.reconnected = True
+        fresh = await receiver.new_channel()
+        await sender.send(fresh, {"type": "after"})
+        heard = await asyncio.wait_for(receiver.receive(fresh), 10)
+        for layer in (receiver, sender):
+            await layer.flush()
+        return heard
+
+    assert asyncio.run(scenario()) == {"type": "after"}
+
+
 def test_a_channel_joining_a_group_whose_subscription_dropped_ends_the_members_not_itself(redis_server):
     shards = [redis_server(), redis_server()]
 

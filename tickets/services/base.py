@@ -3,13 +3,14 @@
 Lock order: a transaction that locks a customer and one of their tickets locks the customer first
 (``lock_customer``, or ``get_or_create_customer``), then the ticket (``lock_ticket``), so two such
 transactions never wait for each other in a circle. The outbox settling a reply (tickets.services.outbox)
-locks the customer, the reply, then its ticket (``record_events``' UPDATE). That closes no circle: the other
-changes to a queued reply that lock its ticket first (an erasure, a re-send) lock the customer before it,
-and a retry (ticket, then reply) and a settling never wait for the same reply: only the attempt holding the
-reply's lease matches it. Row locks are ``FOR NO KEY UPDATE``: PostgreSQL checks the foreign keys of a
-transaction's inserts and updates at commit with ``FOR KEY SHARE`` on the rows they point to (Django's are
-deferred), which ``FOR UPDATE`` would block: a transaction holding a customer ``FOR UPDATE`` while it waits
-for their ticket would deadlock with one committing a change to that ticket.
+locks the customer, the reply, then its ticket (``record_events``' UPDATE) and the chat's next reply (waking
+it). That closes no circle: the other changes to a queued reply that lock its ticket first (an erasure, a
+re-send) lock the customer before it, and a retry (ticket, then reply) and a settling never wait for the
+same reply: only the attempt holding the reply's lease matches it, and only a chat's first reply is ever
+claimed. Row locks are ``FOR NO KEY UPDATE``: PostgreSQL checks the foreign keys of a transaction's inserts
+and updates at commit with ``FOR KEY SHARE`` on the rows they point to (Django's are deferred), which ``FOR
+UPDATE`` would block: a transaction holding a customer ``FOR UPDATE`` while it waits for their ticket would
+deadlock with one committing a change to that ticket.
 """
 
 from ..models import Customer, Ticket
