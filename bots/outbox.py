@@ -124,23 +124,18 @@ def claim_delivery(message_id, lease: timedelta):
         lease_until = now + lease
         # Every change to a queued reply moves delivery_due_at, so an unchanged one says the row read above is
         # the one claimed (a retry scheduled meanwhile, say, is its own task's to run).
-        unchanged, as_read = rows.equals("delivery_due_at", _at(message.delivery_due_at))
+        unchanged, as_read = rows.equals("delivery_due_at", rows.moment(message.delivery_due_at))
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {_MESSAGES} SET delivery_due_at = %s, delivery_attempts = delivery_attempts + 1 "
                 f"WHERE id = %s AND {unchanged} AND {_DUE_BY} AND id = ({_CHAT_HEAD})",
-                [_at(lease_until), message_id, *as_read, _at(now), customer.pk],
+                [rows.moment(lease_until), message_id, *as_read, rows.moment(now), customer.pk],
             )
             claimed = cursor.rowcount
         if not claimed:
             return None  # waiting for an earlier reply (which wakes it), held by another attempt, or not due
         message.delivery_due_at, message.delivery_attempts = lease_until, message.delivery_attempts + 1
         return message
-
-
-def _at(moment):
-    """A datetime as the database takes it in a parameter (SQLite stores naive UTC text)."""
-    return connection.ops.adapt_datetimefield_value(moment)
 
 
 def _make_head_due_at(customer_id, due_at: datetime, now, only=None):
@@ -151,7 +146,7 @@ def _make_head_due_at(customer_id, due_at: datetime, now, only=None):
         cursor.execute(
             f"UPDATE {_MESSAGES} SET delivery_due_at = %s WHERE {is_only}{_DUE_BY} AND id = ({_CHAT_HEAD}) "
             "RETURNING id",
-            [_at(due_at), *([] if only is None else [only]), _at(now), customer_id],
+            [rows.moment(due_at), *([] if only is None else [only]), rows.moment(now), customer_id],
         )
         moved = cursor.fetchone()
     if moved is not None:
@@ -228,7 +223,7 @@ def redrive_stranded_replies(stranded_after: timedelta, lease: timedelta | None 
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"UPDATE {_MESSAGES} SET delivery_due_at = %s WHERE id = %s AND {_DUE_BY}",
-                    [_at(now), head.pk, _at(now - stranded_after)],
+                    [rows.moment(now), head.pk, rows.moment(now - stranded_after)],
                 )
                 redriven = cursor.rowcount
             if redriven:

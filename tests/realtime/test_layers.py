@@ -374,6 +374,15 @@ def test_a_subscriber_connection_that_redis_py_reconnects_on_its_own_ends_its_li
     asyncio.run(scenario())
 
 
+async def heard_then_closed(receiver, channel, sender):
+    """What ``channel`` of ``receiver`` receives (a message ``sender`` sent it); then both layers are closed."""
+    try:
+        return await asyncio.wait_for(receiver.receive(channel), 10)
+    finally:
+        for layer in (receiver, sender):
+            await layer.flush()
+
+
 async def frozen_receive_task(shard):
     """Hold ``shard``'s lock once its receive task waits for it (with PING_EVERY_SECONDS = 0 every idle poll
     does), so that nothing reads the subscriber connection meanwhile."""
@@ -392,26 +401,25 @@ def test_a_channel_subscribed_once_redis_answers_again_is_not_ended_for_a_connec
         stale_receiving = asyncio.ensure_future(receiver.receive(stale))
         shard = receiver._get_layer()._shards[0]
         await frozen_receive_task(shard)
-        later = None
-        if drop == "while the subscribe waits for the lock":
-            later = asyncio.ensure_future(receiver.new_channel())
+
+        async def new_channel_queued_for_the_lock():
+            # Behind the receive task's PING, which reconnects the connection before it.
+            subscribing = asyncio.ensure_future(receiver.new_channel())
             await wait_on_loop_until(lambda: len(shard._lock._waiters) == 2, message="the subscribe to wait")
+            return subscribing
+
+        if drop == "while the subscribe waits for the lock":
+            later = await new_channel_queued_for_the_lock()
         # Down, as a failed UNSUBSCRIBE leaves it while Redis is away (a socket refused during an outage).
         await shard._pubsub.connection.disconnect()
-        if later is None:
-            # Redis answers again: a new socket's channel subscribes, queued behind the receive task's PING,
-            # which reconnects the connection before it.
-            later = asyncio.ensure_future(receiver.new_channel())
-            await wait_on_loop_until(lambda: len(shard._lock._waiters) == 2, message="the subscribe to wait")
+        if drop == "before the subscribe":
+            later = await new_channel_queued_for_the_lock()  # Redis answers again: a new socket's channel
         shard._lock.release()
         fresh = await later
         with pytest.raises(SubscriptionLost):
             await asyncio.wait_for(stale_receiving, 10)
         await sender.send(fresh, {"type": "after"})
-        heard = await asyncio.wait_for(receiver.receive(fresh), 10)
-        for layer in (receiver, sender):
-            await layer.flush()
-        return heard
+        return await heard_then_closed(receiver, fresh, sender)
 
     # The new channel missed nothing: it is heard, not ended with the channels of the connection that dropped.
     assert asyncio.run(scenario()) == {"type": "after"}
@@ -431,10 +439,7 @@ def test_a_channel_subscribing_after_the_others_left_a_re_made_connection_is_not
         shard._pubsub.reconnected = True
         fresh = await receiver.new_channel()
         await sender.send(fresh, {"type": "after"})
-        heard = await asyncio.wait_for(receiver.receive(fresh), 10)
-        for layer in (receiver, sender):
-            await layer.flush()
-        return heard
+        return await heard_then_closed(receiver, fresh, sender)
 
     assert asyncio.run(scenario()) == {"type": "after"}
 
@@ -459,10 +464,7 @@ def test_a_channel_joining_a_group_whose_subscription_dropped_ends_the_members_n
         with pytest.raises(SubscriptionLost):
             await asyncio.wait_for(member_receiving, 10)
         await sender.group_send(room, {"type": "after"})
-        heard = await asyncio.wait_for(receiver.receive(joining), 10)
-        for layer in (receiver, sender):
-            await layer.flush()
-        return heard
+        return await heard_then_closed(receiver, joining, sender)
 
     assert asyncio.run(scenario()) == {"type": "after"}
 

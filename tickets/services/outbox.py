@@ -35,7 +35,7 @@ def mark_delivered(message, telegram_message_id, *, lease_until):
         with connection.cursor() as cursor:  # in SQL, as every delivery's statements are (bots.outbox)
             cursor.execute(
                 f"UPDATE {Customer._meta.db_table} SET last_reply_sent_at = %s WHERE id = %s",
-                [connection.ops.adapt_datetimefield_value(timezone.now()), message.ticket.customer_id],
+                [rows.moment(timezone.now()), message.ticket.customer_id],
             )
         return _record_outcome(
             message,
@@ -67,7 +67,7 @@ def _record_outcome(message, lease_until, **fields):
 def _update_if_held(message, lease_until, **fields):
     """Change the reply (and ``message``) only if the attempt still holds it: still queued, lease unchanged."""
     assignments, values = rows.assignments(Message, fields)
-    held, lease = rows.equals("delivery_due_at", connection.ops.adapt_datetimefield_value(lease_until))
+    held, lease = rows.equals("delivery_due_at", rows.moment(lease_until))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Message._meta.db_table} SET {', '.join(assignments)} "

@@ -96,6 +96,11 @@ def assignments(model, values):
     return items, [field.get_db_prep_save(values[name], connection) for name, field in fields.items()]
 
 
+def moment(value):
+    """A datetime as a statement's parameter, as the ORM passes it (SQLite stores naive UTC text)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def equals(column, value):
     """A WHERE condition that ``column`` holds ``value`` (a database value), NULL included as the ORM's exact
     lookup has it, and its parameters."""
