@@ -63,7 +63,10 @@ async def post_all(requests, *, targets, concurrency, secret, deadline_s, label)
 
 
 async def webhook(spec):
+    """``spec["part"]``, if given, is the [start, stop) slice of the stream to send (a round of a longer run)."""
     stream = stream_from(spec["stream"])
+    if part := spec.get("part"):
+        stream = stream[slice(*part)]
     requests = [(kind, update["update_id"], json.dumps(update).encode()) for kind, update in stream]
     log = await post_all(
         requests,
@@ -73,7 +76,7 @@ async def webhook(spec):
         deadline_s=spec["deadline_s"],
         label=spec["label"],
     )
-    return log.summary()
+    return log.summary(with_log="part" in spec)
 
 
 def main():

@@ -67,8 +67,11 @@ def webhook_table(results):
             )
         ours = sides["ours"]
         check = "yes" if ours["messages_stored"] == ours["distinct_accepted"] else "**NO**"
+        rounds = zip(ours["per_second_by_round"], sides["bare"]["per_second_by_round"], strict=True)
+        by_round = ", ".join(_ratio(webhook_rate, bare_rate) for webhook_rate, bare_rate in rounds)
         notes.append(
-            f"- {server}: webhook at **{_ratio(ours['per_second'], sides['bare']['per_second'])}** the bare view; "
+            f"- {server}: webhook at **{_ratio(ours['per_second'], sides['bare']['per_second'])}** the bare view "
+            f"(the two in turns, round by round: {by_round}); "
             f"messages stored {ours['messages_stored']} for {ours['distinct_accepted']} distinct updates answered "
             f"200 of {ours['distinct_updates']} in the stream (equal: {check}); statuses {ours['statuses']}"
         )

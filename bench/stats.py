@@ -53,17 +53,39 @@ class RequestLog:
     def elapsed(self):
         return (self.last_end - self.first_start) if self.count else 0.0
 
-    def summary(self):
-        everything = [value for values in self.latencies.values() for value in values]
-        return {
-            "requests": self.count,
-            "seconds": round(self.elapsed, 3),
-            "per_second": round(self.count / self.elapsed, 1) if self.elapsed else None,
-            **summarize(everything),
-            "by_kind": {kind: summarize(values) for kind, values in sorted(self.latencies.items())},
-            "statuses": {kind: dict(counts) for kind, counts in sorted(self.statuses.items())},
-            "distinct_accepted": len(self.accepted),
-        }
+    def summary(self, with_log=False):
+        """The run's figures; ``with_log``: also its raw ``log``, for ``combine``."""
+        log = {"latencies": self.latencies, "statuses": self.statuses, "accepted": sorted(self.accepted)}
+        return _summary(self.latencies, self.statuses, self.accepted, self.elapsed, log=log if with_log else None)
+
+
+def combine(summaries):
+    """One summary of several runs (e.g. rounds of one load, taken in turn with another's): their requests
+    over the sum of their durations, the gaps between them left out."""
+    latencies, statuses, accepted = defaultdict(list), defaultdict(lambda: defaultdict(int)), set()
+    for summary in summaries:
+        for kind, values in summary["log"]["latencies"].items():
+            latencies[kind] += values
+        for kind, counts in summary["log"]["statuses"].items():
+            for status, count in counts.items():
+                statuses[kind][status] += count
+        accepted.update(summary["log"]["accepted"])
+    return _summary(latencies, statuses, accepted, sum(summary["seconds"] for summary in summaries))
+
+
+def _summary(latencies, statuses, accepted, elapsed, log=None):
+    count = sum(len(values) for values in latencies.values())
+    everything = [value for values in latencies.values() for value in values]
+    return {
+        "requests": count,
+        "seconds": round(elapsed, 3),
+        "per_second": round(count / elapsed, 1) if elapsed else None,
+        **summarize(everything),
+        "by_kind": {kind: summarize(values) for kind, values in sorted(latencies.items())},
+        "statuses": {kind: dict(counts) for kind, counts in sorted(statuses.items())},
+        "distinct_accepted": len(accepted),
+        **({"log": log} if log is not None else {}),
+    }
 
 
 def last_receiver_latencies(sent_at, received_at):

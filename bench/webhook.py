@@ -8,9 +8,12 @@ import time
 
 from .endpoints import BARE_BEHIND_MIDDLEWARE_PATH, BARE_PATH
 from .stack import BASE_DIR, WEBHOOK_SECRET, ConnectionSampler
+from .stats import combine
 from .traffic import distinct_update_ids, stream_from
 
 POOL_MAX_SIZE = 10
+# The webhook and the bare view take turns in this many rounds each (measure_in_turns).
+ROUNDS = 4
 
 
 def run_load(mode, spec, env=None):
@@ -58,12 +61,41 @@ def measure(stack, server, spec):
         summary = run_load("webhook", spec)
     cpu = server.cpu_seconds() - cpu_before
     time.sleep(2)  # idle: the pool gives back what it does not keep
-    summary["server_cpu_s"] = round(cpu, 2)
-    summary["cpu_ms_per_request"] = round(cpu * 1000 / summary["requests"], 2) if summary["requests"] else None
-    summary["cores_used"] = round(cpu / summary["seconds"], 2) if summary["seconds"] else None
-    summary["pg_connections_max"] = max(sampler.samples, default=0)
-    summary["pg_connections_after"] = sampler.count_now()
-    return summary
+    return _with_server_figures(summary, cpu, max(sampler.samples, default=0), sampler.count_now())
+
+
+def measure_in_turns(stack, server, specs, *, rounds, progress):
+    """The loads of ``specs`` ({side: load spec}) against ``server``, each cut into ``rounds`` parts sent in
+    turns, ABBA (A B, B A, A B...): a drift in the machine's speed while they run (the machine is shared)
+    then weighs on every side alike, and the ratio of their rates is fair. Per side, ``measure``'s figures
+    for the whole load, and each round's rate."""
+    parts = {side: [] for side in specs}
+    for number in range(rounds):
+        for side in list(specs) if number % 2 == 0 else list(reversed(specs)):
+            spec = specs[side]
+            count = spec["stream"]["count"]
+            part = [count * number // rounds, count * (number + 1) // rounds]
+            label = f"{spec['label']} (round {number + 1} of {rounds})"
+            progress(f"webhook: {label}, requests {part[0]}-{part[1]}")
+            parts[side].append(measure(stack, server, {**spec, "part": part, "label": label}))
+    combined = {}
+    for side, measured in parts.items():
+        summary = combine(measured)
+        cpu = sum(part["server_cpu_s"] for part in measured)
+        connections = max(part["pg_connections_max"] for part in measured)
+        combined[side] = _with_server_figures(summary, cpu, connections, measured[-1]["pg_connections_after"])
+        combined[side]["per_second_by_round"] = [part["per_second"] for part in measured]
+    return combined
+
+
+def _with_server_figures(summary, cpu, connections_max, connections_after):
+    return summary | {
+        "server_cpu_s": round(cpu, 2),
+        "cpu_ms_per_request": round(cpu * 1000 / summary["requests"], 2) if summary["requests"] else None,
+        "cores_used": round(cpu / summary["seconds"], 2) if summary["seconds"] else None,
+        "pg_connections_max": connections_max,
+        "pg_connections_after": connections_after,
+    }
 
 
 def run(stack, *, counts, progress):
@@ -88,7 +120,6 @@ def run(stack, *, counts, progress):
         run_load("webhook", warmup)
         run_load("webhook", {**warmup, "targets": [f"{server.url}{BARE_PATH}"], "label": f"{kind} bare warm-up"})
 
-        messages_before, claims_before = count_rows(stack)
         ours_spec = webhook_spec(
             server,
             "/telegram/webhook/",
@@ -98,15 +129,6 @@ def run(stack, *, counts, progress):
             first_update_id=base + 1_000_000,
             label=f"{kind} webhook",
         )
-        progress(f"webhook: {count} updates (10% duplicates) at 32 connections to {kind}")
-        ours = measure(stack, server, ours_spec)
-        messages_after, claims_after = count_rows(stack)
-        ours["distinct_updates"] = len(distinct_update_ids(stream_from(ours_spec["stream"])))
-        # Under a deadline some updates may not have been sent, and a 5xx stores nothing (G3): the updates
-        # that must be stored are those answered 2xx.
-        ours["messages_stored"] = messages_after - messages_before
-        ours["claims_stored"] = claims_after - claims_before
-
         bare_spec = webhook_spec(
             server,
             BARE_PATH,
@@ -116,8 +138,19 @@ def run(stack, *, counts, progress):
             first_update_id=base + 2_000_000,
             label=f"{kind} bare view",
         )
-        progress(f"webhook: {count} requests at 32 connections to the bare INSERT view on {kind}")
-        bare = measure(stack, server, bare_spec)
+        progress(f"webhook: {count} updates (10% duplicates) to {kind}, in turns with the bare INSERT view")
+        messages_before, claims_before = count_rows(stack)
+        sides = measure_in_turns(
+            stack, server, {"ours": ours_spec, "bare": bare_spec}, rounds=ROUNDS, progress=progress
+        )
+        ours, bare = sides["ours"], sides["bare"]
+        messages_after, claims_after = count_rows(stack)
+        ours["distinct_updates"] = len(distinct_update_ids(stream_from(ours_spec["stream"])))
+        # Under a deadline some updates may not have been sent, and a 5xx stores nothing (G3): the updates
+        # that must be stored are those answered 2xx.
+        ours["messages_stored"] = messages_after - messages_before
+        ours["claims_stored"] = claims_after - claims_before
+
         results[kind] = {"ours": ours, "bare": bare, "pool_max_size": POOL_MAX_SIZE}
         if kind == "daphne":
             # The earlier runs' baseline: the same view behind the browser middleware, as the webhook was served

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from bench import profiling, report
 from bench.relay import RELAY_GROUP, RELAY_MESSAGE_TYPE, RELAY_PATH
-from bench.stats import RequestLog, last_receiver_latencies, percentile, summarize
+from bench.stats import RequestLog, combine, last_receiver_latencies, percentile, summarize
 from bench.traffic import DUPLICATE, NEW, conversation_stream, distinct_update_ids, webhook_stream
 from bench.views import BARE_BOT_ID
 from bots.models import TelegramUpdate
@@ -49,6 +49,24 @@ def test_the_request_log_tallies_each_kind_and_status_and_the_rate_over_the_whol
     assert summary["by_kind"][DUPLICATE]["p50_ms"] == 1600.0
     assert summary["statuses"] == {NEW: {200: 1, 503: 1}, DUPLICATE: {200: 1}}
     assert summary["distinct_accepted"] == 1
+
+
+def test_rounds_taken_in_turns_combine_into_one_run_without_the_gaps_between_them():
+    first, second = RequestLog(), RequestLog()
+    first.add(NEW, 200, started=10.0, ended=11.0, key=1)
+    first.add(NEW, 200, started=10.0, ended=12.0, key=2)
+    second.add(DUPLICATE, 200, started=50.0, ended=50.5, key=1)
+    second.add(NEW, 503, started=50.0, ended=52.0, key=3)
+    # As they come back from the load generator's processes.
+    rounds = [json.loads(json.dumps(log.summary(with_log=True))) for log in (first, second)]
+
+    combined = combine(rounds)
+
+    assert (combined["requests"], combined["seconds"], combined["per_second"]) == (4, 4.0, 1.0)
+    assert combined["by_kind"][NEW]["count"] == 3
+    assert combined["statuses"] == {DUPLICATE: {"200": 1}, NEW: {"200": 2, "503": 1}}
+    assert combined["distinct_accepted"] == 2
+    assert "log" not in combined
 
 
 def test_the_last_receiver_decides_an_events_latency_and_an_event_someone_missed_is_counted_apart():
@@ -147,6 +165,7 @@ def webhook_row(per_second, duplicates=True):
     return {
         "requests": 10,
         "per_second": per_second,
+        "per_second_by_round": [per_second * 0.9, per_second * 1.1],
         "p50_ms": 10.0,
         "p99_ms": 20.0,
         "by_kind": by_kind,
@@ -173,7 +192,7 @@ def test_the_report_renders_ratios_and_replaces_only_the_text_between_its_marker
     text = report.render(results, ["- Machine: test"])
     report.write_doc(text, "the plans\n", doc)
 
-    assert "webhook at **0.25×** the bare view" in text
+    assert "webhook at **0.25×** the bare view (the two in turns, round by round: 0.25×, 0.25×)" in text
     assert "(equal: yes)" in text
     written = doc.read_text()
     assert written.startswith("intro\n")
