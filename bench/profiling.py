@@ -102,8 +102,22 @@ def summarize_collapsed(text, *, requests=None, thread=None, top=30):
     return "\n".join(lines) + "\n"
 
 
+def _statements(sql):
+    """The statements of one query (several with tickets.services.rows.in_turn): split at each ';' outside a
+    quoted literal (a doubled quote inside one toggles twice)."""
+    statements, start, quoted = [], 0, False
+    for position, character in enumerate(sql):
+        if character == "'":
+            quoted = not quoted
+        elif character == ";" and not quoted:
+            statements.append(sql[start:position].strip())
+            start = position + 1
+    return [*statements, sql[start:].strip()]
+
+
 def count_round_trips(trace_texts):
-    """Round trips (one per ReadyForQuery) and statements by first word, over libpq protocol traces."""
+    """Round trips (one per ReadyForQuery) and statements by first word, over libpq protocol traces; each
+    statement of a query of several counts."""
     round_trips, transactions = 0, 0
     statements = Counter()
     for text in trace_texts:
@@ -118,9 +132,10 @@ def count_round_trips(trace_texts):
                 sql = parts[3].strip() if len(parts) > 3 else ""
                 if message == "Parse":
                     sql = sql.split('" "', 1)[1] if '" "' in sql else sql
-                word = sql.strip('" ').split(" ", 1)[0].upper() or "(empty: the pool's health check)"
-                statements[word] += 1
-                transactions += word == "COMMIT"
+                for statement in _statements(sql.strip('" ')):
+                    word = statement.split(" ", 1)[0].upper() or "(empty: the pool's health check)"
+                    statements[word] += 1
+                    transactions += word == "COMMIT"
     return {"round_trips": round_trips, "transactions": transactions, "statements": dict(statements.most_common())}
 
 

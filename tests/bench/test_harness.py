@@ -155,6 +155,18 @@ def test_round_trips_are_counted_from_libpq_protocol_traces():
     assert counts["statements"] == {"BEGIN": 2, "INSERT": 2, "COMMIT": 2, "(empty: the pool's health check)": 2}
 
 
+def test_each_statement_of_a_query_of_several_counts_in_one_round_trip():
+    trace = (
+        "F\t90\tQuery\t \"INSERT INTO c VALUES ('a; SELECT b') RETURNING id; SELECT 1 FROM t FOR NO KEY UPDATE\"\n"
+        "B\t5\tReadyForQuery\t T\n"
+    )
+
+    counts = profiling.count_round_trips([trace])
+
+    assert counts["round_trips"] == 1
+    assert counts["statements"] == {"INSERT": 1, "SELECT": 1}
+
+
 # --- The report --------------------------------------------------------------------------------------------
 
 
