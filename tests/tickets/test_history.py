@@ -4,14 +4,15 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from tests.conftest import wait_for_lock_wait
 from tickets import services
-from tickets.models import TicketEvent
+from tickets.models import Ticket, TicketEvent
 from tickets.queries import events_after
 from tickets.services import TelegramProfile
+from tickets.services.history import SYSTEM, record_events
 
 from .test_services import run_at_once
 
@@ -89,6 +90,23 @@ def test_a_rolled_back_change_leaves_no_event_and_no_gap(agent):
     services.queue_reply(ticket, "sent", author=agent)
 
     assert [seq for seq, _, _ in history(ticket)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("drift", "refusal"),
+    [(-1, IntegrityError), (5, RuntimeError)],  # behind: its seqs are taken; ahead: only the UPDATE can tell
+)
+def test_a_ticket_passed_as_locked_with_a_stale_seq_is_refused_and_nothing_is_stored(db, drift, refusal):
+    ticket = inbound().ticket
+    stale = Ticket.objects.get(pk=ticket.pk)
+    stale.last_seq += drift
+
+    with pytest.raises(refusal), transaction.atomic():
+        record_events(stale, SYSTEM, ("ticket", {"note": "never"}), locked=True)
+
+    assert [seq for seq, _, _ in history(ticket)] == [1, 2]
+    ticket.refresh_from_db()
+    assert ticket.last_seq == 2
 
 
 @pytest.mark.django_db(transaction=True)

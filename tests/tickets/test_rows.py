@@ -62,3 +62,18 @@ def test_several_instances_are_stored_in_one_statement_each_with_the_key_of_its_
     rows.insert(*events)
 
     assert [TicketEvent.objects.get(pk=event.pk).data for event in events] == [{"seq": 3}, {"seq": 1}, {"seq": 2}]
+
+
+def test_statements_sent_in_turn_each_see_the_ones_before_and_return_their_rows_or_their_count(db):
+    customer = Customer(telegram_user_id=7)
+    rows.insert(customer)
+    table = Customer._meta.db_table
+
+    results = rows.in_turn(
+        (f"UPDATE {table} SET first_name = %s WHERE id = %s", ["Ada", customer.pk]),
+        (f"UPDATE {table} SET last_name = %s WHERE id = %s AND first_name = %s", ["King", customer.pk, "Ada"]),
+        (f"SELECT first_name, last_name FROM {table} WHERE id = %s", [customer.pk]),
+        (f"SELECT id FROM {table} WHERE id = %s", [customer.pk + 1]),
+    )
+
+    assert results == [1, 1, [("Ada", "King")], []]

@@ -47,10 +47,19 @@ def get_or_create_customer(profile):
     customer's tickets or their chat's outbox locks the customer first, then the ticket (see lock_customer).
     A concurrent first message of the same user waits for this one's insert, then updates that row.
     """
+    ((row,),) = rows.in_turn(upserting(profile))
+    return upserted(row)
+
+
+def upserting(profile):
+    """``get_or_create_customer``'s statement, to send with others (rows.in_turn); ``upserted`` reads its row."""
     values = storable({name: getattr(profile, name) or "" for name in PROFILE_FIELDS}).values()
     table = Customer._meta.db_table
     sql = _UPSERT.format(columns=rows.columns(Customer, table), inserted=_INSERTED.get(connection.vendor, "FALSE"))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [profile.user_id, *values, timezone.now()])
-        *customer, created = cursor.fetchone()
+    return sql, [profile.user_id, *values, timezone.now()]
+
+
+def upserted(row):
+    """(customer, created) from the row ``upserting``'s statement returned."""
+    *customer, created = row
     return rows.load(Customer, customer), bool(created)

@@ -2,8 +2,9 @@
 
 ``record_events`` takes the ticket's next ``seq`` numbers with one ``UPDATE … SET last_seq = last_seq + n
 … RETURNING``: the UPDATE holds the ticket's row lock until commit, so a concurrent writer waits and then
-numbers after it. That makes each ticket's seq gapless and in commit order (a rollback takes its numbers
-back with it). The events are announced (tickets.hooks.announce) once the transaction commits.
+numbers after it (a caller already holding that lock knows the numbers, and sends its UPDATE with the
+INSERT). That makes each ticket's seq gapless and in commit order (a rollback takes its numbers back with
+it). The events are announced (tickets.hooks.announce) once the transaction commits.
 """
 
 from dataclasses import dataclass
@@ -34,32 +35,42 @@ CUSTOMER = Actor(TicketEvent.ActorKind.CUSTOMER)
 SYSTEM = Actor(TicketEvent.ActorKind.SYSTEM)
 
 
-def record_events(ticket, actor, *changes, ticket_fields=None):
+def record_events(ticket, actor, *changes, ticket_fields=None, locked=False):
     """Store one event per ``(kind, data)`` change of ``ticket`` with its next seqs; announce them after commit.
 
     Must run inside the transaction that makes the changes. ``ticket_fields`` ({name: value}) are set on
     the ticket's row by the same UPDATE that takes the seqs, saving the caller a round trip of its own.
-    Sets ``ticket.last_seq``; returns the events.
+    ``locked`` says ``ticket`` is as the caller's transaction locked it, ``last_seq`` included: the seqs are
+    then known before the UPDATE, which goes with the events' INSERT in one round trip (rows.in_turn), and
+    checks that they were. Sets ``ticket.last_seq``; returns the events.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("record_events must run inside the transaction that makes the change.")
     assignments, values = rows.assignments(Ticket, ticket_fields or {})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Ticket._meta.db_table} SET {', '.join(['last_seq = last_seq + %s', *assignments])} "
-            "WHERE id = %s RETURNING last_seq",
-            [len(changes), *values, ticket.pk],
-        )
-        (last_seq,) = cursor.fetchone()
-    first_seq = last_seq - len(changes) + 1
-    events = [
+    sql = f"UPDATE {Ticket._meta.db_table} SET {', '.join(['last_seq = last_seq + %s', *assignments])} WHERE id = %s"
+    params = [len(changes), *values, ticket.pk]
+    if locked:
+        events = _events(ticket, actor, changes, first_seq=ticket.last_seq + 1)
+        updated, keys = rows.in_turn((f"{sql} AND last_seq = %s", [*params, ticket.last_seq]), rows.inserting(*events))
+        if updated != 1:
+            raise RuntimeError(f"record_events(locked=True) was given ticket #{ticket.pk} with a stale last_seq.")
+        rows.inserted(events, keys)
+        ticket.last_seq += len(changes)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(f"{sql} RETURNING last_seq", params)
+            (ticket.last_seq,) = cursor.fetchone()
+        events = _events(ticket, actor, changes, first_seq=ticket.last_seq - len(changes) + 1)
+        rows.insert(*events)
+    transaction.on_commit(lambda: announce(events), robust=True)
+    return events
+
+
+def _events(ticket, actor, changes, first_seq):
+    return [
         TicketEvent(ticket_id=ticket.pk, seq=seq, kind=kind, actor_kind=actor.kind, actor=actor.user, data=data)
         for seq, (kind, data) in enumerate(changes, start=first_seq)
     ]
-    rows.insert(*events)
-    ticket.last_seq = last_seq
-    transaction.on_commit(lambda: announce(events), robust=True)
-    return events
 
 
 def prune_history(older_than):

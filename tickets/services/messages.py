@@ -5,11 +5,11 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ..models import EarlyEdit, Message, Ticket, TicketEvent
+from ..models import Customer, EarlyEdit, Message, Ticket, TicketEvent
 from ..snapshots import message_data
 from . import rows
 from .base import lock_ticket, storable
-from .customers import get_or_create_customer
+from .customers import get_or_create_customer, upserted, upserting
 from .history import CUSTOMER, record_events
 from .tickets import find_or_open_ticket, open_ticket, reopenable_ticket, ticket_changed
 
@@ -40,9 +40,9 @@ def record_inbound_message(
     text, attachment = storable(text), storable(attachment)
     # No savepoint: nothing here is rolled back alone; an error undoes the caller's whole transaction.
     with transaction.atomic(savepoint=False):
-        customer, new_customer = get_or_create_customer(profile)
+        customer, new_customer, active = _customer_and_active_ticket(profile, telegram_message_id)
         ticket, changes, early_edit = _ticket_and_early_edit(
-            customer, new_customer, _subject_from(text, attachment), command, telegram_message_id
+            customer, new_customer, active, _subject_from(text, attachment), command, telegram_message_id
         )
         if early_edit is not None:
             text = early_edit.text
@@ -69,22 +69,21 @@ def record_inbound_message(
             setattr(ticket, name, value)
         if "status" in updates:
             changes.append(ticket_changed(ticket, status=[Ticket.Status.PENDING.value, ticket.status]))
-        record_events(ticket, CUSTOMER, *changes, ticket_fields=updates)
+        record_events(ticket, CUSTOMER, *changes, ticket_fields=updates, locked=True)
         message.ticket = ticket
     return message, opened
 
 
-def _ticket_and_early_edit(customer, new_customer, subject, command, telegram_message_id):
+def _ticket_and_early_edit(customer, new_customer, active, subject, command, telegram_message_id):
     """The ticket the message goes to, the changes opening it made (to record with the message's), and the
-    edit of the message that arrived before it, if one did (taken). For a known customer's active ticket
-    that is one statement: its lookup also says whether an early edit is waiting (rarely)."""
+    edit of the message that arrived before it, if one did (taken). ``active`` is the customer's active
+    ticket, locked, as _customer_and_active_ticket found it, saying whether an early edit is waiting."""
     if new_customer:  # no tickets yet, and nothing of theirs was edited early
         ticket, changes = open_ticket(customer, subject)
         return ticket, changes, None
-    ticket = _locked_active_ticket(customer, telegram_message_id)
-    if ticket is not None:
-        early_edit = _take_early_edit(customer, telegram_message_id) if ticket.early_edit_waiting else None
-        return ticket, [], early_edit
+    if active is not None:
+        early_edit = _take_early_edit(customer, telegram_message_id) if active.early_edit_waiting else None
+        return active, [], early_edit
     changes = []
     # A command goes to the recently resolved ticket, leaving it resolved; a message reopens it.
     ticket = reopenable_ticket(customer, lock=True) if command else None
@@ -93,30 +92,36 @@ def _ticket_and_early_edit(customer, new_customer, subject, command, telegram_me
     return ticket, changes, _take_early_edit(customer, telegram_message_id)
 
 
-# Every known customer's message reads its ticket so, in SQL (tickets.services.rows). Sent after the customer's
-# row is locked, it sees any early edit committed before: an edit locks the customer before keeping one.
+# Every customer's message reads its active ticket so, in SQL (tickets.services.rows), right after the upsert
+# that locks the customer's row: sent after it, it sees any early edit committed before (an edit locks the
+# customer before keeping one) and any ticket opened by a message that held the lock before.
 _ACTIVE_TICKET = (
     "SELECT {columns}, EXISTS (SELECT 1 FROM "
     f"{EarlyEdit._meta.db_table} AS edit WHERE edit.telegram_user_id = %s AND edit.telegram_message_id = %s) "
-    f"FROM {Ticket._meta.db_table} AS ticket WHERE ticket.customer_id = %s AND ticket.status IN (%s, %s) LIMIT 1"
+    f"FROM {Ticket._meta.db_table} AS ticket WHERE ticket.customer_id = "
+    f"(SELECT id FROM {Customer._meta.db_table} WHERE telegram_user_id = %s) AND ticket.status IN (%s, %s) LIMIT 1"
 )
 
 
-def _locked_active_ticket(customer, telegram_message_id):
-    """active_ticket(customer, lock=True), which also says whether an edit of the message came first."""
-    sql = _ACTIVE_TICKET.format(columns=rows.columns(Ticket, "ticket"))
+def _customer_and_active_ticket(profile, telegram_message_id):
+    """get_or_create_customer, and the customer's active ticket locked as active_ticket(lock=True) would
+    (None if there is none), which also says whether an edit of the message came first: two statements,
+    one round trip (rows.in_turn). Returns (customer, created, ticket)."""
+    lookup = _ACTIVE_TICKET.format(columns=rows.columns(Ticket, "ticket"))
     if connection.features.has_select_for_update:
-        sql += " FOR NO KEY UPDATE"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [customer.telegram_user_id, telegram_message_id, customer.pk, *Ticket.ACTIVE_STATUSES])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    *values, early_edit_waiting = row
+        lookup += " FOR NO KEY UPDATE"
+    user_id = profile.user_id
+    (customer_row,), tickets = rows.in_turn(
+        upserting(profile), (lookup, [user_id, telegram_message_id, user_id, *Ticket.ACTIVE_STATUSES])
+    )
+    customer, created = upserted(customer_row)
+    if not tickets:
+        return customer, created, None
+    *values, early_edit_waiting = tickets[0]
     ticket = rows.load(Ticket, values)
     ticket.early_edit_waiting = bool(early_edit_waiting)
     ticket.customer = customer
-    return ticket
+    return customer, created, ticket
 
 
 def _subject_from(text, attachment):

@@ -118,6 +118,6 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
             updates |= {"last_notable_message_id": message.pk, "last_notable_author_id": author.pk}
         for name, value in updates.items():
             setattr(current, name, value)
-        record_events(current, Actor.agent(author), message_stored(message), ticket_fields=updates)
+        record_events(current, Actor.agent(author), message_stored(message), ticket_fields=updates, locked=True)
         message.ticket = current
     return message, True

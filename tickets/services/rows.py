@@ -72,16 +72,23 @@ def insert(*instances):
     """Store new instances of one model with one INSERT, as ``bulk_create`` does: defaults and ``auto_now_add``
     applied, each instance's pk set from the row it became (in the order given, as bulk_create relies on
     too)."""
-    if not instances:
-        return
+    if instances:
+        (keys,) = in_turn(inserting(*instances))
+        inserted(instances, keys)
+
+
+def inserting(*instances):
+    """``insert``'s statement, to send with others (``in_turn``); ``inserted`` then takes the rows it returned."""
     model = type(instances[0])
     sql, fields = _insert_statement(model, len(instances), connection.vendor)
     params = [
         field.get_db_prep_save(field.pre_save(instance, True), connection) for instance in instances for field in fields
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        keys = cursor.fetchall()
+    return sql, params
+
+
+def inserted(instances, keys):
+    """Mark ``instances`` stored as the rows ``inserting``'s statement returned."""
     for instance, (pk,) in zip(instances, keys, strict=True):
         instance.pk = pk
         instance._state.adding = False
@@ -105,3 +112,39 @@ def equals(column, value):
     """A WHERE condition that ``column`` holds ``value`` (a database value), NULL included as the ORM's exact
     lookup has it, and its parameters."""
     return (f"{column} IS NULL", []) if value is None else (f"{column} = %s", [value])
+
+
+def in_turn(*statements):
+    """Run ``(sql, params)`` statements one after the other; returns each one's rows, or for a statement that
+    returns none the number of rows it changed.
+
+    On PostgreSQL they go in one round trip: one simple query of several statements, as the client-side
+    binding cursor Django uses sends it. Each still runs as a statement of its own once the one before it
+    has finished, reading (READ COMMITTED) with a snapshot taken as it starts: it sees what the ones before
+    it wrote, and what others committed while those waited for a lock, as if each were sent alone. An
+    error stops the rest.
+    """
+    results = []
+    with connection.cursor() as cursor:
+        if _one_round_trip(connection.vendor):
+            cursor.execute(
+                "; ".join(sql for sql, _ in statements), [value for _, params in statements for value in params]
+            )
+            for number in range(len(statements)):
+                if number:
+                    cursor.nextset()
+                results.append(_result(cursor))
+        else:  # SQLite runs one statement per call
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                results.append(_result(cursor))
+    return results
+
+
+@functools.cache
+def _one_round_trip(vendor):
+    return vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get("server_side_binding")
+
+
+def _result(cursor):
+    return cursor.fetchall() if cursor.description is not None else cursor.rowcount
