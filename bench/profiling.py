@@ -104,7 +104,8 @@ def summarize_collapsed(text, *, requests=None, thread=None, top=30):
 
 def _statements(sql):
     """The statements of one query (several with tickets.services.rows.in_turn): split at each ';' outside a
-    quoted literal (a doubled quote inside one toggles twice)."""
+    quoted literal (a doubled quote inside one toggles twice). Enough for what psycopg's client-side binding
+    sends (standard strings, no dollar quoting, no comments)."""
     statements, start, quoted = [], 0, False
     for position, character in enumerate(sql):
         if character == "'":

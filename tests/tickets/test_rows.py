@@ -2,7 +2,8 @@
 
 import uuid
 
-from django.db import connection
+import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from tickets.models import Customer, Message, Ticket, TicketEvent
@@ -77,3 +78,12 @@ def test_statements_sent_in_turn_each_see_the_ones_before_and_return_their_rows_
     )
 
     assert results == [1, 1, [("Ada", "King")], []]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_several_statements_are_sent_in_turn_only_inside_a_transaction():
+    with pytest.raises(RuntimeError, match="only inside a transaction"):
+        rows.in_turn(("SELECT 1", []), ("SELECT 2", []))
+
+    with transaction.atomic():
+        assert rows.in_turn(("SELECT 1", []), ("SELECT 2", [])) == [[(1,)], [(2,)]]

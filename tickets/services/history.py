@@ -40,16 +40,18 @@ def record_events(ticket, actor, *changes, ticket_fields=None, locked=False):
 
     Must run inside the transaction that makes the changes. ``ticket_fields`` ({name: value}) are set on
     the ticket's row by the same UPDATE that takes the seqs, saving the caller a round trip of its own.
-    ``locked`` says ``ticket`` is as the caller's transaction locked it, ``last_seq`` included: the seqs are
-    then known before the UPDATE, which goes with the events' INSERT in one round trip (rows.in_turn), and
-    checks that they were. Sets ``ticket.last_seq``; returns the events.
+    ``locked`` says ``ticket`` is as the caller's transaction locked it, its ``last_seq`` current: the seqs
+    are then known before the UPDATE, which goes with the events' INSERT in one round trip (rows.in_turn)
+    and only updates the ticket if its ``last_seq`` is still the one given. A stale one raises (an
+    IntegrityError if its seqs are taken, else a RuntimeError), and the caller's transaction rolls back.
+    Sets ``ticket.last_seq``; returns the events.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("record_events must run inside the transaction that makes the change.")
     assignments, values = rows.assignments(Ticket, ticket_fields or {})
     sql = f"UPDATE {Ticket._meta.db_table} SET {', '.join(['last_seq = last_seq + %s', *assignments])} WHERE id = %s"
     params = [len(changes), *values, ticket.pk]
-    if locked:
+    if locked and changes:
         events = _events(ticket, actor, changes, first_seq=ticket.last_seq + 1)
         updated, keys = rows.in_turn((f"{sql} AND last_seq = %s", [*params, ticket.last_seq]), rows.inserting(*events))
         if updated != 1:

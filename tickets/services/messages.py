@@ -78,12 +78,12 @@ def _ticket_and_early_edit(customer, new_customer, active, subject, command, tel
     """The ticket the message goes to, the changes opening it made (to record with the message's), and the
     edit of the message that arrived before it, if one did (taken). ``active`` is the customer's active
     ticket, locked, as _customer_and_active_ticket found it, saying whether an early edit is waiting."""
-    if new_customer:  # no tickets yet, and nothing of theirs was edited early
-        ticket, changes = open_ticket(customer, subject)
-        return ticket, changes, None
     if active is not None:
         early_edit = _take_early_edit(customer, telegram_message_id) if active.early_edit_waiting else None
         return active, [], early_edit
+    if new_customer:  # no tickets yet, and nothing of theirs was edited early
+        ticket, changes = open_ticket(customer, subject)
+        return ticket, changes, None
     changes = []
     # A command goes to the recently resolved ticket, leaving it resolved; a message reopens it.
     ticket = reopenable_ticket(customer, lock=True) if command else None
@@ -93,7 +93,7 @@ def _ticket_and_early_edit(customer, new_customer, active, subject, command, tel
 
 
 # Every customer's message reads its active ticket so, in SQL (tickets.services.rows), right after the upsert
-# that locks the customer's row: sent after it, it sees any early edit committed before (an edit locks the
+# that locks the customer's row: run after it, it sees any early edit committed before (an edit locks the
 # customer before keeping one) and any ticket opened by a message that held the lock before.
 _ACTIVE_TICKET = (
     "SELECT {columns}, EXISTS (SELECT 1 FROM "

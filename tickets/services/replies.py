@@ -76,8 +76,8 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
 
     ``author`` is the acting agent, or None for the bot's automatic replies. With ``client_msg_id`` the
     call is idempotent: a repeat returns the reply already stored. ``locked`` says ``ticket`` is as the
-    caller's transaction locked it (the bot answering the message it has just stored), so it is not
-    locked and read again. Returns (message, created).
+    caller's transaction locked it, its ``last_seq`` current (the bot answering the message it has just
+    stored), so it is not locked and read again. Returns (message, created).
     """
     text, attachment = storable(text or "").strip(), storable(attachment)
     check_reply(text, attachment)

@@ -124,26 +124,26 @@ def in_turn(*statements):
     it wrote, and what others committed while those waited for a lock, as if each were sent alone. An
     error stops the rest.
     """
+    if len(statements) > 1 and not connection.in_atomic_block:
+        # Alone they would commit one by one, together all or nothing: only a transaction makes them alike.
+        raise RuntimeError("rows.in_turn sends several statements only inside a transaction.")
     results = []
     with connection.cursor() as cursor:
-        if _one_round_trip(connection.vendor):
+        if connection.vendor == "postgresql" and not connection.features.uses_server_side_binding:
             cursor.execute(
                 "; ".join(sql for sql, _ in statements), [value for _, params in statements for value in params]
             )
             for number in range(len(statements)):
-                if number:
-                    cursor.nextset()
+                if number and not cursor.nextset():
+                    raise RuntimeError(f"rows.in_turn sent {len(statements)} statements and got {number} results.")
                 results.append(_result(cursor))
-        else:  # SQLite runs one statement per call
+            if cursor.nextset():
+                raise RuntimeError(f"rows.in_turn sent {len(statements)} statements and got more results.")
+        else:  # SQLite, and PostgreSQL's server-side binding, run one statement per call
             for sql, params in statements:
                 cursor.execute(sql, params)
                 results.append(_result(cursor))
     return results
-
-
-@functools.cache
-def _one_round_trip(vendor):
-    return vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get("server_side_binding")
 
 
 def _result(cursor):
