@@ -47,19 +47,20 @@ def get_or_create_customer(profile):
     customer's tickets or their chat's outbox locks the customer first, then the ticket (see lock_customer).
     A concurrent first message of the same user waits for this one's insert, then updates that row.
     """
-    ((row,),) = rows.in_turn(upserting(profile))
-    return upserted(row)
+    ((row,),) = rows.in_turn(upsert_statement(profile))
+    return customer_from_row(row)
 
 
-def upserting(profile):
-    """``get_or_create_customer``'s statement, to send with others (rows.in_turn); ``upserted`` reads its row."""
+def upsert_statement(profile):
+    """``get_or_create_customer``'s statement, to send with others (rows.in_turn); ``customer_from_row`` reads
+    the row it returns."""
     values = storable({name: getattr(profile, name) or "" for name in PROFILE_FIELDS}).values()
     table = Customer._meta.db_table
     sql = _UPSERT.format(columns=rows.columns(Customer, table), inserted=_INSERTED.get(connection.vendor, "FALSE"))
     return sql, [profile.user_id, *values, timezone.now()]
 
 
-def upserted(row):
-    """(customer, created) from the row ``upserting``'s statement returned."""
+def customer_from_row(row):
+    """(customer, created) from the row ``upsert_statement`` returned."""
     *customer, created = row
     return rows.load(Customer, customer), bool(created)

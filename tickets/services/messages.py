@@ -9,7 +9,7 @@ from ..models import Customer, EarlyEdit, Message, Ticket, TicketEvent
 from ..snapshots import message_data
 from . import rows
 from .base import lock_ticket, storable
-from .customers import get_or_create_customer, upserted, upserting
+from .customers import customer_from_row, get_or_create_customer, upsert_statement
 from .history import CUSTOMER, record_events
 from .tickets import find_or_open_ticket, open_ticket, reopenable_ticket, ticket_changed
 
@@ -112,9 +112,9 @@ def _customer_and_active_ticket(profile, telegram_message_id):
         lookup += " FOR NO KEY UPDATE"
     user_id = profile.user_id
     (customer_row,), tickets = rows.in_turn(
-        upserting(profile), (lookup, [user_id, telegram_message_id, user_id, *Ticket.ACTIVE_STATUSES])
+        upsert_statement(profile), (lookup, [user_id, telegram_message_id, user_id, *Ticket.ACTIVE_STATUSES])
     )
-    customer, created = upserted(customer_row)
+    customer, created = customer_from_row(customer_row)
     if not tickets:
         return customer, created, None
     *values, early_edit_waiting = tickets[0]

@@ -54,7 +54,7 @@ def load(model, values):
 
 
 @functools.cache
-def _insert_statement(model, count, vendor):
+def _insert_sql(model, count, vendor):
     meta = model._meta
     if meta.parents or any(field.generated or field.has_db_default() for field in meta.concrete_fields):
         raise TypeError(f"rows.insert stores plain models only (no parents, no database-made values): {model}.")
@@ -73,22 +73,22 @@ def insert(*instances):
     applied, each instance's pk set from the row it became (in the order given, as bulk_create relies on
     too)."""
     if instances:
-        (keys,) = in_turn(inserting(*instances))
-        inserted(instances, keys)
+        (keys,) = in_turn(insert_statement(*instances))
+        mark_inserted(instances, keys)
 
 
-def inserting(*instances):
-    """``insert``'s statement, to send with others (``in_turn``); ``inserted`` then takes the rows it returned."""
+def insert_statement(*instances):
+    """``insert``'s statement, to send with others (``in_turn``); ``mark_inserted`` then takes the rows it returns."""
     model = type(instances[0])
-    sql, fields = _insert_statement(model, len(instances), connection.vendor)
+    sql, fields = _insert_sql(model, len(instances), connection.vendor)
     params = [
         field.get_db_prep_save(field.pre_save(instance, True), connection) for instance in instances for field in fields
     ]
     return sql, params
 
 
-def inserted(instances, keys):
-    """Mark ``instances`` stored as the rows ``inserting``'s statement returned."""
+def mark_inserted(instances, keys):
+    """Mark ``instances`` stored, with the keys of the rows ``insert_statement`` returned."""
     for instance, (pk,) in zip(instances, keys, strict=True):
         instance.pk = pk
         instance._state.adding = False
