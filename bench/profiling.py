@@ -11,6 +11,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import sqlparse
+
 THREAD_FRAME = re.compile(r"^thread \((0x[0-9a-fA-F]+|\d+)\)(?:: (.*))?")
 # asyncio's and asgiref's executors name their threads ThreadPoolExecutor-<pool number>_<thread number>.
 EXECUTOR_THREAD = re.compile(r"ThreadPoolExecutor-(\d+)_\d+")
@@ -102,20 +104,6 @@ def summarize_collapsed(text, *, requests=None, thread=None, top=30):
     return "\n".join(lines) + "\n"
 
 
-def _statements(sql):
-    """The statements of one query (several with tickets.services.rows.in_turn): split at each ';' outside a
-    quoted literal (a doubled quote inside one toggles twice). Enough for what psycopg's client-side binding
-    sends (standard strings, no dollar quoting, no comments)."""
-    statements, start, quoted = [], 0, False
-    for position, character in enumerate(sql):
-        if character == "'":
-            quoted = not quoted
-        elif character == ";" and not quoted:
-            statements.append(sql[start:position].strip())
-            start = position + 1
-    return [*statements, sql[start:].strip()]
-
-
 def count_round_trips(trace_texts):
     """Round trips (one per ReadyForQuery) and statements by first word, over libpq protocol traces; each
     statement of a query of several counts."""
@@ -133,7 +121,8 @@ def count_round_trips(trace_texts):
                 sql = parts[3].strip() if len(parts) > 3 else ""
                 if message == "Parse":
                     sql = sql.split('" "', 1)[1] if '" "' in sql else sql
-                for statement in _statements(sql.strip('" ')):
+                # A query of several statements (tickets.services.rows.in_turn) counts each; "" is one statement.
+                for statement in sqlparse.split(sql.strip('" ')) or [""]:
                     word = statement.split(" ", 1)[0].upper() or "(empty: the pool's health check)"
                     statements[word] += 1
                     transactions += word == "COMMIT"
