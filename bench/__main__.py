@@ -42,6 +42,9 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
             )
             for limits in (machine.RAISED_LIMITS, {})
         ]
+        results["ceiling"] = machine.ingest_ceiling(
+            stack, customers=customers, per_customer=3 if quick else 10, rounds=2 if quick else 4, progress=progress
+        )
         results["first_contact"] = machine.first_contact_burst(stack, customers=60 if quick else 300, progress=progress)
         results["backlog"] = [
             machine.queued_backlog(stack, customers=120 if quick else 300, telegram_latency=latency, progress=progress)

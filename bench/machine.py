@@ -1,6 +1,8 @@
 """Workload 3 (whole machine): two daphne processes and two workers, every update answered by an automatic
-reply through the outbox; and, at the default limits, 300 new customers at once with one worker, and their
-300 replies queued before one worker starts (its own pace, without the webhook's)."""
+reply through the outbox; what the two daphne processes ingest with no worker running, against the bare
+INSERT view on the same processes (the machine's ceiling for any view); and, at the default limits, 300 new
+customers at once with one worker, and their 300 replies queued before one worker starts (its own pace,
+without the webhook's)."""
 
 import os
 import resource
@@ -11,7 +13,9 @@ import httpx
 
 from bots.sandbox.client import SandboxClient
 
+from .endpoints import BARE_PATH
 from .stack import BOT_TOKEN, CLOCK_TICKS, machine_cpu_seconds
+from .stats import combine
 from .traffic import FIRST_USER_ID, distinct_update_ids, stream_from
 from .webhook import load_spec, run_load
 
@@ -110,7 +114,7 @@ def whole_machine(stack, *, customers, per_customer, progress, limits):
     cpu = cpu_per_update(cpu_before, cpu_snapshot(), processes, expected)
     product_ms = sum(cpu[kind] for kind in PRODUCT_PROCESSES)
     calls = sent_calls(stack)
-    (messages_in,) = stack.sql("SELECT count(*) FROM tickets_message WHERE direction = 'in'")[0]
+    messages_in = _inbound_messages(stack)
     stack.stop(*servers, *workers)
     return {
         "limits_raised": bool(limits),
@@ -135,6 +139,62 @@ def whole_machine(stack, *, customers, per_customer, progress, limits):
         "product_cpu_ms_per_update": round(product_ms, 2),
         "product_cpu_bound_updates_per_second": round(os.cpu_count() * 1000 / product_ms, 1),
     }
+
+
+def _inbound_messages(stack):
+    return stack.sql("SELECT count(*) FROM tickets_message WHERE direction = 'in'")[0][0]
+
+
+def ingest_ceiling(stack, *, customers, per_customer, rounds, progress):
+    """What two daphne processes on these cores ingest with nothing else to do: the whole machine's stream
+    to the webhook with no worker running (its replies are queued, none is sent), and to the bare INSERT
+    view, in turns (ABBA, as bench.webhook.measure_in_turns) on the same two processes after a warm-up.
+    Per side: the rate, latencies and the whole machine's CPU per request; and the bare view's rate is what
+    any view, however lean, could ingest here."""
+    stack.reset_data()
+    servers = [stack.start_server("daphne", name=f"daphne-ceiling-{number}") for number in range(2)]
+    paths = {"webhook": "/telegram/webhook/", "bare": BARE_PATH}
+    # The bare view stores every request it is sent (a redelivery would break its unique row): no duplicates.
+    duplicates = {"webhook": 0.1, "bare": 0}
+    streams = {}
+    for number, side in enumerate(paths):
+        stream = {"kind": "conversation", "customers": customers, "per_customer": per_customer, "seed": 13}
+        first = 70_000_000 + number * 1_000_000
+        streams[side] = stream | {"duplicate_share": duplicates[side], "first_update_id": first, "first_user_id": first}
+
+    def spec(side, label, stream):
+        return load_spec([f"{server.url}{paths[side]}" for server in servers], stream, label=label, concurrency=64)
+
+    for side in paths:  # the bot's Application initialises, the pools fill, the code paths load
+        warmup = {**streams[side], "customers": 50, "per_customer": 2, "duplicate_share": 0}
+        warmup |= {"first_update_id": 79_000_000, "first_user_id": 79_000_000}
+        run_load("webhook", spec(side, f"ceiling: {side} warm-up", warmup))
+    progress(
+        f"ingest ceiling: {customers} customers x {per_customer} /status over 2 daphne with no worker, to the "
+        "webhook (+10% redeliveries) and to the bare INSERT view, in turns"
+    )
+    messages_before = _inbound_messages(stack)
+    parts = {side: [] for side in paths}
+    for number in range(rounds):
+        for side in list(paths) if number % 2 == 0 else list(reversed(paths)):
+            count = len(stream_from(streams[side]))
+            part = [count * number // rounds, count * (number + 1) // rounds]
+            label = f"ceiling: {side} (round {number + 1} of {rounds})"
+            parts[side].append(run_load("webhook", {**spec(side, label, streams[side]), "part": part}))
+    messages_stored = _inbound_messages(stack) - messages_before
+    stack.stop(*servers)
+    result = {}
+    for side, measured in parts.items():
+        summary = combine(measured)
+        cpu_s = sum(part["machine_cpu_s"] for part in measured)
+        result[side] = summary | {
+            "per_second_by_round": [part["per_second"] for part in measured],
+            "machine_cpu_ms_per_request": round(cpu_s * 1000 / summary["requests"], 2),
+            "machine_cores_used": round(cpu_s / summary["seconds"], 2),
+        }
+    result["webhook"]["messages_stored"] = messages_stored
+    result["webhook"]["distinct_updates"] = len(distinct_update_ids(stream_from(streams["webhook"])))
+    return result
 
 
 # The product's processes, as cpu_per_update names them; the rest is the bench's or the machine's.

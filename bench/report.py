@@ -43,6 +43,11 @@ def _ratio(numerator, denominator):
     return f"{numerator / denominator:.2f}×" if numerator and denominator else "–"
 
 
+def _ratios_by_round(ours, bare):
+    rounds = zip(ours["per_second_by_round"], bare["per_second_by_round"], strict=True)
+    return ", ".join(_ratio(ours_rate, bare_rate) for ours_rate, bare_rate in rounds)
+
+
 def webhook_table(results):
     lines = [
         "| server | endpoint | requests | req/s | p50 / p99 ms | new p50 / p99 | duplicate p50 / p99 | "
@@ -67,8 +72,7 @@ def webhook_table(results):
             )
         ours = sides["ours"]
         check = "yes" if ours["messages_stored"] == ours["distinct_accepted"] else "**NO**"
-        rounds = zip(ours["per_second_by_round"], sides["bare"]["per_second_by_round"], strict=True)
-        by_round = ", ".join(_ratio(webhook_rate, bare_rate) for webhook_rate, bare_rate in rounds)
+        by_round = _ratios_by_round(ours, sides["bare"])
         notes.append(
             f"- {server}: webhook at **{_ratio(ours['per_second'], sides['bare']['per_second'])}** the bare view "
             f"(the two in turns, round by round: {by_round}); "
@@ -127,7 +131,34 @@ def _machine_notes(machine):
     ]
 
 
-def machine_table(machines, burst, backlogs):
+def ceiling_rows(ceiling):
+    labels = {"webhook": "2 daphne, no worker (replies queued, none sent)", "bare": "2 daphne, the bare INSERT view"}
+    # The bare view is sent no redeliveries: all its requests are distinct.
+    distinct = {"webhook": f" ({ceiling['webhook']['distinct_updates']})", "bare": ""}
+    return [
+        f"| {labels[side]} | {row['requests']}{distinct[side]} | {row['per_second']} | {_pair(row)} | "
+        "– | – | – | – | – |"
+        for side, row in ceiling.items()
+    ]
+
+
+def ceiling_notes(ceiling):
+    webhook, bare = ceiling["webhook"], ceiling["bare"]
+    stored = "yes" if webhook["messages_stored"] == webhook["distinct_accepted"] else "**NO**"
+    by_round = _ratios_by_round(webhook, bare)
+    return [
+        f"- Ingest ceiling (the two in turns, after a warm-up; no worker running): the bare INSERT view "
+        f"{bare['per_second']} requests/s at {bare['machine_cpu_ms_per_request']} ms of the machine's CPU per "
+        f"request ({bare['machine_cores_used']} cores busy), the webhook {webhook['per_second']} updates/s at "
+        f"{webhook['machine_cpu_ms_per_request']} ms ({webhook['machine_cores_used']} cores): "
+        f"{_ratio(webhook['per_second'], bare['per_second'])} the bare view (round by round: {by_round}); "
+        f"messages stored {webhook['messages_stored']} for {webhook['distinct_accepted']} distinct updates "
+        f"answered 200 (equal: {stored}). The goal of 300 updates/s is {_ratio(300, bare['per_second'])} "
+        "the bare view's rate on these cores.",
+    ]
+
+
+def machine_table(machines, burst, backlogs, ceiling=None):
     lines = [
         "| run | updates (distinct) | ingest/s | ingest p50 / p99 ms | replies queued / sent | doubled | "
         "out of order | drain/s | s until all sent |",
@@ -140,6 +171,7 @@ def machine_table(machines, burst, backlogs):
             f"{machine['seconds_until_all_sent']} |"
             for machine in machines
         ),
+        *(ceiling_rows(ceiling) if ceiling else []),
         f"| {burst['customers']} new customers at once, 1 daphne + 1 worker, default limits | {burst['customers']} | "
         f"{burst['ingest']['per_second']} | {_pair(burst['ingest'])} | {sum(burst['outbox'].values())} / "
         f"{burst['outbox'].get('sent', 0)} | {burst['replies_doubled']} | – | {burst['drain_per_second']} | "
@@ -156,6 +188,7 @@ def machine_table(machines, burst, backlogs):
         *lines,
         "",
         *(line for machine in machines for line in _machine_notes(machine)),
+        *(ceiling_notes(ceiling) if ceiling else []),
         f"- First contact: the {burst['customers']} automatic replies were all sent "
         f"{burst['seconds_until_all_sent']} s after the first POST ({burst['replies_per_second']} replies/s overall; "
         f"{burst['replies_sent_when_ingest_ended']} sent when the last POST was answered).",
@@ -205,7 +238,9 @@ def render(results, header):
         if key in results:
             lines += [f"### {title}", "", *table(results[key]), ""]
         if key == "fanout" and "machine" in results:
-            machine = machine_table(results["machine"], results["first_contact"], results["backlog"])
+            machine = machine_table(
+                results["machine"], results["first_contact"], results["backlog"], results.get("ceiling")
+            )
             lines += ["### Whole machine", "", *machine, ""]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -214,6 +214,21 @@ def test_the_report_renders_ratios_and_replaces_only_the_text_between_its_marker
     assert "the plans\n" in written
 
 
+def test_the_ingest_ceiling_rows_give_the_webhook_and_the_goal_as_shares_of_the_bare_view():
+    webhook, bare = webhook_row(100.0), webhook_row(400.0, False)
+    for row in (webhook, bare):
+        row |= {"machine_cpu_ms_per_request": 4.0, "machine_cores_used": 1.8}
+
+    rows = report.ceiling_rows({"webhook": webhook, "bare": bare})
+    (notes,) = report.ceiling_notes({"webhook": webhook, "bare": bare})
+
+    assert rows[0].startswith("| 2 daphne, no worker (replies queued, none sent) | 10 (9) | 100.0 |")
+    assert rows[1].startswith("| 2 daphne, the bare INSERT view | 10 | 400.0 |")
+    assert "0.25× the bare view (round by round: 0.25×, 0.25×)" in notes
+    assert "(equal: yes)" in notes
+    assert "The goal of 300 updates/s is 0.75× the bare view's rate" in notes
+
+
 # --- The baselines and the probes, on a live server with bench.settings -------------------------------------
 
 
@@ -245,6 +260,7 @@ def test_the_load_generator_drives_the_webhook_and_the_bare_insert_view(start_se
     assert ours["statuses"] == {DUPLICATE: {"200": 3}, NEW: {"200": 27}}
     assert Message.objects.filter(direction=Message.Direction.IN).count() == 27
     assert bare["statuses"] == {NEW: {"200": 30}}
+    assert ours["machine_cpu_s"] > 0  # the machine's CPU while the requests ran
     assert TelegramUpdate.objects.filter(kind="bench", bot_id=BARE_BOT_ID).count() == 30
 
 
