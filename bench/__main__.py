@@ -57,6 +57,9 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
         results["profile"] = profiling.profile_webhook(
             stack, count=1000 if quick else 3000, name=f"webhook-{profile_label}", progress=progress
         )
+        results["status_profile"] = profiling.profile_status(
+            stack, count=1000 if quick else 3000, name=f"webhook-status-{profile_label}", progress=progress
+        )
         results["worker_profile"] = profiling.profile_worker(stack, name=f"worker-{profile_label}", progress=progress)
     return results
 

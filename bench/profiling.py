@@ -225,6 +225,42 @@ def profile_webhook(stack, *, count, name, progress):
     return {"round_trips": trips, "load": load, "bare_load": bare_load, "profile": str(output)}
 
 
+def profile_status(stack, *, count, name, progress):
+    """Sample a daphne serving ``count`` /status updates (10% duplicates), each answered by the bot: what an
+    update of the whole machine's workload costs the server; write it to bench/profiles/<name>.txt."""
+    from .webhook import load_spec, run_load
+
+    stack.reset_data()
+    server = stack.start_server("daphne", name="daphne-status-profiled")
+
+    def spec(first_id, customers, per_customer, duplicates, label):
+        stream = {"kind": "conversation", "customers": customers, "per_customer": per_customer, "seed": 13}
+        stream |= {"duplicate_share": duplicates, "first_update_id": first_id, "first_user_id": first_id}
+        return load_spec([f"{server.url}/telegram/webhook/"], stream, label=label, concurrency=32)
+
+    run_load("webhook", spec(1_000_000, 50, 4, 0, "warm-up"))
+    per_customer = max(1, round(count / 1.1 / 300))
+    progress(f"profile: py-spy on daphne while it serves {count} /status updates")
+    recording = Recording(server, stack.run_dir / f"{name}.collapsed").start()
+    cpu_before = server.cpu_seconds()
+    load = run_load("webhook", spec(2_000_000, 300, per_customer, 0.1, "profiled /status"))
+    cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / load["requests"]
+    collapsed = recording.stop()
+    stack.stop(server)
+    text = [
+        f"# py-spy ({recording.rate} Hz, --gil --nonblocking) of one daphne process serving {load['requests']} "
+        f"/status updates (10% duplicates), each answered by the bot, at 32 connections: {load['per_second']} "
+        f"updates/s, p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms, {cpu_ms:.2f} ms of the server's CPU per "
+        "update (with the profiler attached).",
+        "",
+        summarize_collapsed(collapsed, requests=load["requests"], top=40),
+    ]
+    output = Path(__file__).with_name("profiles") / f"{name}.txt"
+    output.write_text("\n".join(text))
+    progress(f"profile: wrote {output}")
+    return {"load": load, "server_cpu_ms_per_update": round(cpu_ms, 2), "profile": str(output)}
+
+
 def profile_worker(stack, *, name, progress):
     """Sample the one worker of the first-contact burst (wall clock, idle included: where it waits), then the
     same replies as a backlog the worker drains alone (its GIL: where its CPU goes); count its database round
