@@ -250,7 +250,8 @@ TICKET_HISTORY_RETENTION_DAYS = env_number("TICKET_HISTORY_RETENTION_DAYS", 30)
 TICKET_REOPEN_DAYS = env_number("TICKET_REOPEN_DAYS", 7, float)
 
 # --- Background tasks (the reply outbox) --------------------------------------------------------
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# django-tasks-db's queue, its rows stored with plain SQL (ops.task_backend).
+TASKS = {"default": {"BACKEND": "ops.task_backend.DatabaseBackend", "QUEUES": ["default"]}}
 # Tasks one `manage.py worker` process runs at once, each on a thread with a database connection of its own
 # (a delivery mostly waits, on PostgreSQL and on Telegram's ~0.1 s answer): 8 keep one worker at Telegram's
 # 30 messages/s. With the heartbeat's, the process needs WORKER_THREADS + 1 of DATABASE_POOL_MAX_SIZE.

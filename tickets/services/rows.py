@@ -88,9 +88,11 @@ def insert_statement(*instances):
 
 
 def mark_inserted(instances, keys):
-    """Mark ``instances`` stored, with the keys of the rows ``insert_statement`` returned."""
+    """Mark ``instances`` stored, with the keys of the rows ``insert_statement`` returned (a key the instance
+    was given stays as it is: the database returns it in its own form, SQLite a UUID as hex text)."""
     for instance, (pk,) in zip(instances, keys, strict=True):
-        instance.pk = pk
+        if instance._meta.pk is instance._meta.auto_field:
+            instance.pk = pk
         instance._state.adding = False
         instance._state.db = connection.alias
 
