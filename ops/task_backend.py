@@ -1,17 +1,25 @@
-"""django-tasks-db's database backend, with each task's row stored by one plain INSERT.
+"""django-tasks-db's database queue, its rows written with plain SQL: enqueueing a task, and a worker claiming
+the next one.
 
 Every reply enqueues its delivery task in the transaction that queues it (bots.outbox). Through the ORM
 (``DBTaskResult.objects.create``: the model's save, its signals, a compiled INSERT) that took more of the
 webhook's CPU for a /status update than storing the reply itself (bench/profiles/webhook-status-before.txt).
 The row is built as the library builds it, its ``pre_save`` receivers run, and it is stored the way the
 webhook stores its own rows (tickets.services.rows).
+
+A worker claims the next ready task with one UPDATE of the row its subquery locks (``FOR UPDATE SKIP
+LOCKED``: rows other workers hold are skipped, so no two take one task), where the library's worker makes
+four round trips: BEGIN, that SELECT, an UPDATE through the ORM, COMMIT.
 """
+
+import functools
 
 from django.db import connection
 from django.db.models.signals import pre_save
+from django.utils import timezone
 from django_tasks_db.backend import DatabaseBackend as LibraryBackend
-from django_tasks_db.compat import normalize_json
-from django_tasks_db.models import DBTaskResult
+from django_tasks_db.compat import TaskResultStatus, normalize_json
+from django_tasks_db.models import DBTaskResult, get_date_max
 
 from tickets.services import rows
 
@@ -31,3 +39,38 @@ class DatabaseBackend(LibraryBackend):
         pre_save.send(sender=DBTaskResult, instance=result, raw=False, using=connection.alias, update_fields=None)
         rows.insert(result)
         return result
+
+
+def claim_next_task(worker_id, *, backend_name, queue_names=None, excluded_queue_names=()):
+    """The next ready task of ``backend_name`` (in ``queue_names``, or any queue, but the excluded ones), in
+    the library's order, claimed for ``worker_id`` (RUNNING since now, as the library's ``claim`` marks it);
+    None if no task is ready."""
+    now = timezone.now()
+    claimed, claimed_params = rows.assignments(
+        DBTaskResult,
+        # A ready task has run nowhere yet, so its worker_ids, which the library appends to, start here.
+        {"status": TaskResultStatus.RUNNING.value, "started_at": now, "worker_ids": [worker_id]},
+    )
+    conditions = ["status = %s", "(run_after = %s OR run_after <= %s)", "backend_name = %s"]
+    params = [TaskResultStatus.READY.value, rows.moment(get_date_max()), rows.moment(now), backend_name]
+    for names, operator in ((queue_names, "IN"), (excluded_queue_names or None, "NOT IN")):
+        if names is not None:
+            conditions.append(f"queue_name {operator} ({', '.join(['%s'] * len(names))})")
+            params += names
+    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    table, columns = _table_and_columns(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {', '.join(claimed)} WHERE id = (SELECT id FROM {table} "
+            f"WHERE {' AND '.join(conditions)} ORDER BY priority DESC, run_after, enqueued_at LIMIT 1{lock}) "
+            f"RETURNING {columns}",
+            [*claimed_params, *params],
+        )
+        row = cursor.fetchone()
+    return None if row is None else rows.load(DBTaskResult, row)
+
+
+@functools.cache
+def _table_and_columns(vendor):
+    quote = connection.ops.quote_name
+    return quote(DBTaskResult._meta.db_table), ", ".join(quote(f.column) for f in DBTaskResult._meta.concrete_fields)

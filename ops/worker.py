@@ -2,11 +2,11 @@
 the health check and the housekeeping schedule (``manage.py worker``).
 
 A task mostly waits (a delivery on PostgreSQL and on Telegram), so a process runs ``threads`` tasks at a
-time. The threads take turns at polling the queue (TaskWorker), claiming tasks as django-tasks-db's worker
-does (``SELECT … FOR UPDATE SKIP LOCKED``: no two threads or processes take one task), and run each as it
-does (its signals and result row). Which reply may go out is not the worker's business: the outbox's rule
-(bots.outbox: a chat's head only, under the customer's row lock, with a lease) holds across threads as it
-does across processes.
+time. The threads take turns at polling the queue (TaskWorker), claiming each task with one statement
+(ops.task_backend, ``FOR UPDATE SKIP LOCKED``: no two threads or processes take one task), and run each as
+django-tasks-db's worker does (its signals and result row). Which reply may go out is not the worker's
+business: the outbox's rule (bots.outbox: a chat's head only, under the customer's row lock, with a lease)
+holds across threads as it does across processes.
 
 The events a task announces are held (tickets.hooks.held_announcements) and sent when it is done, on
 the process's one event loop (the bot's, BotLoop); a broadcast through ``async_to_sync`` from a thread with
@@ -34,8 +34,7 @@ from django.db import OperationalError, close_old_connections, connections
 from django.utils import timezone
 from django_tasks_db.compat import task_finished, task_started
 from django_tasks_db.management.commands.db_worker import Worker
-from django_tasks_db.models import DBTaskResult
-from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
+from django_tasks_db.utils import is_locked_database_exception
 
 from bots.application import BotLoop
 from realtime.broadcast import BROADCAST_TIMEOUT_SECONDS
@@ -43,6 +42,7 @@ from tickets.hooks import held_announcements, send_held
 
 from .housekeeping import run_if_due
 from .models import WorkerHeartbeat
+from .task_backend import claim_next_task
 
 logger = logging.getLogger(__name__)
 
@@ -154,17 +154,15 @@ class TaskWorker:
         if self.stopping.is_set():
             return None
         close_old_connections()
-        tasks = DBTaskResult.objects.ready().filter(backend_name=self.config.backend_name)
-        if not self.config.process_all_queues:
-            tasks = tasks.filter(queue_name__in=self.config.queue_names)
-        if self.config.excluded_queue_names:
-            tasks = tasks.exclude(queue_name__in=self.config.excluded_queue_names)
+        config = self.config
         task = None
         try:
-            with exclusive_transaction(tasks.db):
-                task = tasks.get_locked()
-                if task is not None:
-                    task.claim(self.config.worker_id)  # RUNNING: no other worker takes it
+            task = claim_next_task(
+                config.worker_id,
+                backend_name=config.backend_name,
+                queue_names=None if config.process_all_queues else config.queue_names,
+                excluded_queue_names=config.excluded_queue_names,
+            )
         except OperationalError as error:
             if not is_locked_database_exception(error):
                 raise  # SQLite's busy database is worth another poll; anything else is not
