@@ -9,9 +9,10 @@ from django.utils import timezone
 
 from tests.conftest import wait_for_lock_wait
 from tickets import services
-from tickets.models import Ticket, TicketEvent
+from tickets.models import Customer, Message, Ticket, TicketEvent
 from tickets.queries import events_after
 from tickets.services import TelegramProfile
+from tickets.services.base import lock_ticket
 from tickets.services.history import SYSTEM, record_events
 
 from .test_services import run_at_once
@@ -107,6 +108,24 @@ def test_a_ticket_passed_as_locked_with_a_stale_seq_is_refused_and_nothing_is_st
     assert [seq for seq, _, _ in history(ticket)] == [1, 2]
     ticket.refresh_from_db()
     assert ticket.last_seq == 2
+
+
+@pytest.mark.parametrize("drift", [-1, 5])
+def test_a_bots_reply_to_a_customer_passed_as_locked_with_a_stale_outbox_seq_is_refused_and_nothing_is_stored(
+    db, drift
+):
+    ticket = inbound().ticket
+    services.queue_reply(ticket, "first", author=None)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        current = lock_ticket(ticket.pk)  # with its customer, as locked now
+        current.customer.last_reply_seq += drift
+        services.queue_reply(current, "never sent", author=None, locked=True)
+
+    assert list(Message.objects.filter(direction=Message.Direction.OUT).values_list("text", "outbox_seq")) == [
+        ("first", 1)
+    ]
+    assert Customer.objects.get(pk=ticket.customer_id).last_reply_seq == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -75,9 +75,10 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
     """Store an outbound reply and hand it to the outbound channel in the same transaction (the outbox).
 
     ``author`` is the acting agent, or None for the bot's automatic replies. With ``client_msg_id`` the
-    call is idempotent: a repeat returns the reply already stored. ``locked`` says ``ticket`` is as the
-    caller's transaction locked it, its ``last_seq`` current (the bot answering the message it has just
-    stored), so it is not locked and read again. Returns (message, created).
+    call is idempotent: a repeat returns the reply already stored. ``locked`` says ``ticket`` and its
+    customer are as the caller's transaction locked them, their ``last_seq`` and ``last_reply_seq`` current
+    (the bot answering the message it has just stored), so they are not locked and read again. Returns
+    (message, created).
     """
     text, attachment = storable(text or "").strip(), storable(attachment)
     check_reply(text, attachment)
@@ -89,9 +90,12 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
     # A refusal below (check_can_reach) is rolled back alone, so a caller may go on; the bot's ticket, as its
     # transaction locked it, cannot be refused, so there is nothing to roll back alone and no savepoint.
     with transaction.atomic(savepoint=not locked):
-        outbox_seq = take_outbox_seq(ticket.customer_id)
-        # Locked, so a colleague closing the ticket right now cannot slip between this check and the insert.
-        current = ticket if locked else lock_ticket(ticket.pk)
+        if locked:
+            current, outbox_seq = ticket, ticket.customer.last_reply_seq + 1  # taken as the reply is stored
+        else:
+            outbox_seq = take_outbox_seq(ticket.customer_id)
+            # Locked, so a colleague closing the ticket right now cannot slip between this check and the insert.
+            current = lock_ticket(ticket.pk)
         if client_msg_id is not None:
             # The customer's lock (the outbox seq) orders two sends of one client_msg_id: the second finds the
             # first here, committed, so the insert below needs no savepoint to recover from the constraint.
@@ -111,7 +115,10 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
             delivery_due_at=now,
             outbox_seq=outbox_seq,
         )
-        rows.insert(message)
+        if locked:
+            _insert_numbered(message, current.customer)
+        else:
+            rows.insert(message)
         reply_queued.send(sender=Message, message=message)
         updates = {"last_message_at": now, "updated_at": now}
         if author is not None:  # an agent's reply is notable; the bot's automatic replies are not
@@ -121,3 +128,23 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
         record_events(current, Actor.agent(author), message_stored(message), ticket_fields=updates, locked=True)
         message.ticket = current
     return message, True
+
+
+def _insert_numbered(message, customer):
+    """Store ``message``, numbered next in the queue of ``customer`` as their row was locked, and take that
+    number: one round trip (rows.in_turn). The UPDATE checks the number it takes, so a customer row that is
+    stale or was not locked is refused, and the caller's transaction rolls back with nothing stored."""
+    taken, keys = rows.in_turn(
+        (
+            f"UPDATE {Customer._meta.db_table} SET last_reply_seq = %s WHERE id = %s AND last_reply_seq = %s",
+            [message.outbox_seq, customer.pk, message.outbox_seq - 1],
+        ),
+        rows.insert_statement(message),
+    )
+    if taken != 1:
+        raise RuntimeError(
+            f"Customer {customer.pk}'s outbox queue is not at {message.outbox_seq - 1} as the caller read it: "
+            "their row was stale or not locked."
+        )
+    rows.mark_inserted([message], keys)
+    customer.last_reply_seq = message.outbox_seq
