@@ -5,7 +5,7 @@ the end of the lease. An outcome is recorded only while that lease still holds (
 the reply still queued), so of two attempts at one reply only the one holding it decides how it ended.
 """
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from ..hooks import reply_queued
@@ -29,17 +29,18 @@ def mark_delivered(message, telegram_message_id, *, lease_until):
     """The reply reached Telegram as ``telegram_message_id``. False if the attempt had lost its lease.
 
     Notes the time on the customer either way (they did receive a message now): their chat's next reply is
-    spaced from it (bots.outbox). That UPDATE is also the customer's row lock, taken first as always.
+    spaced from it (bots.outbox). That UPDATE is also the customer's row lock, taken first as always, in the
+    same round trip as the reply's (in SQL, as every delivery's statements are: bots.outbox).
     """
+    noted = (
+        f"UPDATE {Customer._meta.db_table} SET last_reply_sent_at = %s WHERE id = %s",
+        [rows.moment(timezone.now()), message.ticket.customer_id],
+    )
     with transaction.atomic(savepoint=False):
-        with connection.cursor() as cursor:  # in SQL, as every delivery's statements are (bots.outbox)
-            cursor.execute(
-                f"UPDATE {Customer._meta.db_table} SET last_reply_sent_at = %s WHERE id = %s",
-                [rows.moment(timezone.now()), message.ticket.customer_id],
-            )
         return _record_outcome(
             message,
             lease_until,
+            noted,
             delivery_status=Message.DeliveryStatus.SENT,
             telegram_message_id=telegram_message_id,
             delivery_error="",
@@ -55,27 +56,31 @@ def mark_delivery_failed(message, error, *, lease_until):
         )
 
 
-def _record_outcome(message, lease_until, **fields):
+def _record_outcome(message, lease_until, *before, **fields):
     # The customer's lock, held already, orders this with the reply's other changes; the ticket's is taken by
     # record_events (after the reply's, see tickets.services.base), so its events are numbered in commit order.
-    if not _update_if_held(message, lease_until, delivery_due_at=None, delivery_failing_since=None, **fields):
+    held = _update_if_held(message, lease_until, *before, delivery_due_at=None, delivery_failing_since=None, **fields)
+    if not held:
         return False
     record_events(message.ticket, SYSTEM, delivery_changed(message))
     return True
 
 
-def _update_if_held(message, lease_until, **fields):
-    """Change the reply (and ``message``) only if the attempt still holds it: still queued, lease unchanged."""
+def _update_if_held(message, lease_until, *before, **fields):
+    """Change the reply (and ``message``) only if the attempt still holds it: still queued, lease unchanged.
+    ``before``: statements to run first, in the same round trip (rows.in_turn)."""
     assignments, values = rows.assignments(Message, fields)
     held, lease = rows.equals("delivery_due_at", rows.moment(lease_until))
-    with connection.cursor() as cursor:
-        cursor.execute(
+    *_, changed = rows.in_turn(
+        *before,
+        (
             f"UPDATE {Message._meta.db_table} SET {', '.join(assignments)} "
             f"WHERE id = %s AND delivery_status = %s AND {held}",
             [*values, message.pk, Message.DeliveryStatus.QUEUED.value, *lease],
-        )
-        if not cursor.rowcount:
-            return False
+        ),
+    )
+    if not changed:
+        return False
     for name, value in fields.items():
         setattr(message, name, value)
     return True
