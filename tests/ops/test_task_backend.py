@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks import task_backends
 from django_tasks_db.backend import DatabaseBackend as LibraryBackend
+from django_tasks_db.compat import task_enqueued
 from django_tasks_db.models import DBTaskResult
 
 from bots.tasks import deliver_reply
@@ -41,6 +42,22 @@ def test_a_task_is_stored_as_the_librarys_backend_stores_it_in_one_statement(db,
     assert stored(ours) == stored(theirs)
     assert task_backends["default"].get_result(ours.id).args == [42]
     assert DBTaskResult.objects.ready().filter(pk=ours.id).exists() == (task.run_after is None)
+
+
+def test_enqueueing_announces_the_task_once_and_returns_its_result(db):
+    heard = []
+
+    def receiver(sender, task_result, **kwargs):
+        heard.append(task_result.id)
+
+    task_enqueued.connect(receiver)
+    try:
+        result = deliver_reply.enqueue(7)
+    finally:
+        task_enqueued.disconnect(receiver)
+
+    assert heard == [result.id]
+    assert (result.status, result.args, result.task.module_path) == ("READY", [7], deliver_reply.module_path)
 
 
 def test_a_task_enqueued_in_a_transaction_that_rolls_back_is_not_stored(db):
