@@ -13,8 +13,6 @@ LOCKED``: rows other workers hold are skipped, so no two take one task), where t
 four round trips: BEGIN, that SELECT, an UPDATE through the ORM, COMMIT.
 """
 
-import functools
-
 from django.db import connection
 from django.db.models.signals import pre_save
 from django.utils import timezone
@@ -66,19 +64,14 @@ def claim_next_task(worker_id, *, backend_name, queue_names=None, excluded_queue
             conditions.append(f"queue_name {operator} ({', '.join(['%s'] * len(names))})")
             params += names
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    table, columns = _table_and_columns(connection.vendor)
+    table = connection.ops.quote_name(DBTaskResult._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {', '.join(claimed)} WHERE id = (SELECT id FROM {table} "
+            # Still ready as it is updated: the subquery's lock alone keeps others off it; this says so too.
+            f"UPDATE {table} SET {', '.join(claimed)} WHERE status = %s AND id = (SELECT id FROM {table} "
             f"WHERE {' AND '.join(conditions)} ORDER BY priority DESC, run_after, enqueued_at LIMIT 1{lock}) "
-            f"RETURNING {columns}",
-            [*claimed_params, *params],
+            f"RETURNING {rows.columns(DBTaskResult)}",
+            [*claimed_params, TaskResultStatus.READY.value, *params],
         )
         row = cursor.fetchone()
     return None if row is None else rows.load(DBTaskResult, row)
-
-
-@functools.cache
-def _table_and_columns(vendor):
-    quote = connection.ops.quote_name
-    return quote(DBTaskResult._meta.db_table), ", ".join(quote(f.column) for f in DBTaskResult._meta.concrete_fields)

@@ -4,8 +4,9 @@ On the in-memory channel layer (`make run`'s defaults) a worker in a process of 
 replies, but the delivery events it announces would go to its own layer, never to the server's sockets.
 Inside the server, the worker runs on threads started from the server's event loop (``sync_to_async``),
 so asgiref runs its announcements (realtime.broadcast's ``async_to_sync``) on that loop: the same layer
-the sockets listen on. The worker polls django-tasks' database queue like ``manage.py worker``, with the
-same heartbeat (for the health check) and housekeeping schedule (ops.worker).
+the sockets listen on. The worker is django-tasks-db's own, run in batches (``manage.py worker`` is
+ops.worker's, on threads), with ``manage.py worker``'s heartbeat (for the health check) and housekeeping
+schedule.
 """
 
 import asyncio

@@ -1,6 +1,7 @@
 """The apps' layering: tickets owns the domain and imports neither outbound channel; bots (Telegram) and
-realtime (WebSockets) meet only through the hooks tickets owns (tickets.hooks); ops (health, housekeeping)
-sits above them all and nothing imports it."""
+realtime (WebSockets) meet only through the hooks tickets owns (tickets.hooks); ops (health, housekeeping,
+the task worker) sits above them all and nothing imports it. Its task queue backend (ops.task_backend) is
+named by settings.TASKS: bots enqueue through django-tasks, never through ops."""
 
 import ast
 from pathlib import Path

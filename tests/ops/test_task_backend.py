@@ -26,12 +26,9 @@ def stored(result):
     return DBTaskResult.objects.filter(pk=result.id).values(*COMPARED).get()
 
 
-@pytest.mark.parametrize(
-    "task",
-    [deliver_reply, deliver_reply.using(run_after=timezone.now() + timedelta(minutes=5), priority=10)],
-    ids=["to run now", "to run later, with a priority"],
-)
-def test_a_task_is_stored_as_the_librarys_backend_stores_it_in_one_statement(db, task):
+@pytest.mark.parametrize("later", [None, timedelta(days=1)], ids=["to run now", "to run later, with a priority"])
+def test_a_task_is_stored_as_the_librarys_backend_stores_it_in_one_statement(db, later):
+    task = deliver_reply if later is None else deliver_reply.using(run_after=timezone.now() + later, priority=10)
     library = LibraryBackend(alias="default", params={"QUEUES": ["default"]})
     theirs = library.enqueue(task, [42], {})
 
@@ -70,6 +67,12 @@ def test_a_task_enqueued_in_a_transaction_that_rolls_back_is_not_stored(db):
 
 def claim(worker_id, **queues):
     return claim_next_task(worker_id, backend_name="default", **({"queue_names": ["default"]} | queues))
+
+
+def test_the_claim_takes_tasks_in_the_order_the_library_gives_its_model():
+    # claim_next_task's ORDER BY copies it: an upgrade that changed it would fail here, not drift silently.
+    ordering = [(term.expression.name, term.descending) for term in DBTaskResult._meta.ordering]
+    assert ordering == [("priority", True), ("run_after", False), ("enqueued_at", False)]
 
 
 def test_ready_tasks_are_claimed_by_priority_then_due_time_and_later_ones_wait(db):

@@ -118,7 +118,7 @@ def test_a_bots_reply_to_a_customer_passed_as_locked_with_a_stale_outbox_seq_is_
     services.queue_reply(ticket, "first", author=None)
 
     with pytest.raises(RuntimeError), transaction.atomic():
-        current = lock_ticket(ticket.pk)  # with its customer, as locked now
+        current = lock_ticket(ticket.pk)  # with its customer as committed now
         current.customer.last_reply_seq += drift
         services.queue_reply(current, "never sent", author=None, locked=True)
 

@@ -40,7 +40,7 @@ def mark_delivered(message, telegram_message_id, *, lease_until):
         return _record_outcome(
             message,
             lease_until,
-            noted,
+            first=[noted],
             delivery_status=Message.DeliveryStatus.SENT,
             telegram_message_id=telegram_message_id,
             delivery_error="",
@@ -56,23 +56,23 @@ def mark_delivery_failed(message, error, *, lease_until):
         )
 
 
-def _record_outcome(message, lease_until, *before, **fields):
+def _record_outcome(message, lease_until, first=(), **fields):
     # The customer's lock, held already, orders this with the reply's other changes; the ticket's is taken by
     # record_events (after the reply's, see tickets.services.base), so its events are numbered in commit order.
-    held = _update_if_held(message, lease_until, *before, delivery_due_at=None, delivery_failing_since=None, **fields)
+    held = _update_if_held(message, lease_until, first, delivery_due_at=None, delivery_failing_since=None, **fields)
     if not held:
         return False
     record_events(message.ticket, SYSTEM, delivery_changed(message))
     return True
 
 
-def _update_if_held(message, lease_until, *before, **fields):
+def _update_if_held(message, lease_until, first=(), **fields):
     """Change the reply (and ``message``) only if the attempt still holds it: still queued, lease unchanged.
-    ``before``: statements to run first, in the same round trip (rows.in_turn)."""
+    ``first``: statements to run before, in the same round trip (rows.in_turn)."""
     assignments, values = rows.assignments(Message, fields)
     held, lease = rows.equals("delivery_due_at", rows.moment(lease_until))
     *_, changed = rows.in_turn(
-        *before,
+        *first,
         (
             f"UPDATE {Message._meta.db_table} SET {', '.join(assignments)} "
             f"WHERE id = %s AND delivery_status = %s AND {held}",

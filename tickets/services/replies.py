@@ -131,9 +131,10 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
 
 
 def _insert_numbered(message, customer):
-    """Store ``message``, numbered next in the queue of ``customer`` as their row was locked, and take that
-    number: one round trip (rows.in_turn). The UPDATE checks the number it takes, so a customer row that is
-    stale or was not locked is refused, and the caller's transaction rolls back with nothing stored."""
+    """Store ``message``, numbered next in the queue of ``customer`` as the caller's transaction locked their
+    row (it must hold that lock: it orders the customer's replies, and comes before the ticket's), and take
+    that number: one round trip (rows.in_turn). The UPDATE checks the number it takes, so a stale row is
+    refused, and the caller's transaction rolls back with nothing stored."""
     taken, keys = rows.in_turn(
         (
             f"UPDATE {Customer._meta.db_table} SET last_reply_seq = %s WHERE id = %s AND last_reply_seq = %s",
@@ -144,7 +145,7 @@ def _insert_numbered(message, customer):
     if taken != 1:
         raise RuntimeError(
             f"Customer {customer.pk}'s outbox queue is not at {message.outbox_seq - 1} as the caller read it: "
-            "their row was stale or not locked."
+            "their row as passed was stale."
         )
     rows.mark_inserted([message], keys)
     customer.last_reply_seq = message.outbox_seq

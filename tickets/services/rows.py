@@ -1,11 +1,12 @@
-"""Model rows stored and loaded with plain SQL, for the statements every customer message makes (SPEC §5).
+"""Model rows stored and loaded with plain SQL, for the statements every customer message and every reply's
+delivery make (SPEC §5), and for the task queue's rows (ops.task_backend).
 
 Through the ORM, building and compiling a statement and loading its row cost 0.3 to 0.5 ms of CPU beyond the
 round trip itself; a customer's message makes four such statements (bench/profiles/webhook-rows.txt).
 Values still go through the fields' own conversions both ways, so a row here is stored and loaded as the
-ORM would store and load it. What the ORM does besides is not done: no pre_save or post_save signals (none
-is connected to these models), no database routing (the project has one database), and related instances
-must already be saved.
+ORM would store and load it. What the ORM does besides is not done: no pre_save or post_save signals (a
+caller whose model has receivers sends them itself, as the task queue does), no database routing (the
+project has one database), and related instances must already be saved.
 """
 
 import functools
@@ -13,15 +14,16 @@ import functools
 from django.db import connection
 
 
-def columns(model, table_alias):
-    """The model's concrete columns, qualified by ``table_alias``, in the order ``load`` reads them."""
+def columns(model, table_alias=None):
+    """The model's concrete columns, qualified by ``table_alias`` if given, in the order ``load`` reads them."""
     return _columns(model, table_alias, connection.vendor)
 
 
 # Each cache below is keyed by the database vendor too: its SQL and converters are that vendor's.
 @functools.cache
 def _columns(model, table_alias, vendor):
-    return ", ".join(f"{table_alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+    prefix = f"{table_alias}." if table_alias else ""
+    return ", ".join(f"{prefix}{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
 
 
 @functools.cache
