@@ -1,8 +1,9 @@
 """The bot's update handlers: short functions that hand each customer message to tickets.services.
 
 Every handled update runs in ONE database transaction that first claims its ``update_id`` in
-``TelegramUpdate``; a redelivered update finds its claim taken and does nothing (G2). Automatic
-replies are queued in that same transaction, so they exist exactly when the message does.
+``TelegramUpdate`` (Claim, sent in the same round trip as the handler's first statements where it can
+be); a redelivered update finds its claim taken and the transaction rolls back with nothing done (G2).
+Automatic replies are queued in that same transaction, so they exist exactly when the message does.
 
 ``process_update`` picks an update's handler with python-telegram-bot's own filters and command parsing,
 without its Application's dispatch (handler groups, a CallbackContext and tasks per update, the error
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from telegram import Update
 from telegram.ext import CommandHandler, MessageHandler, filters
@@ -24,6 +25,7 @@ from telegram.ext import CommandHandler, MessageHandler, filters
 from tickets import services
 from tickets.hooks import held_announcements, send_held
 from tickets.models import Ticket
+from tickets.services import rows
 
 from .db_executor import run_in_db_thread
 from .models import TelegramUpdate
@@ -78,26 +80,44 @@ def update_kind(update):
     return next((str(kind) for kind in Update.ALL_TYPES if getattr(update, kind, None) is not None), "unknown")
 
 
-def claim_update(bot_id, update_id, kind):
-    """Claim the update for this transaction; False if another transaction already processed it.
+class AlreadyProcessed(Exception):
+    """The update's claim is taken: an earlier transaction processed it."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The claim of an update in TelegramUpdate: its transaction's first statement, sent with the handler's
+    own first statements where tickets.services takes them (their ``first``), else alone (``take``).
 
     INSERT ... ON CONFLICT waits for a concurrent claim of the same id to commit or roll back, so exactly
-    one transaction gets True; a plain INSERT would need a savepoint to recover. A claim older than the
+    one transaction gets the claim; a plain INSERT would need a savepoint to recover. A claim older than the
     retention window is taken over rather than honoured: Telegram redelivers for 24 hours only, and
     numbers updates at random after a week of silence, so such an id is a new update even if housekeeping
     has not pruned the old claim yet.
     """
-    table = TelegramUpdate._meta.db_table
-    now = timezone.now()
-    stale_before = now - timedelta(days=settings.TELEGRAM_UPDATE_RETENTION_DAYS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} AS claim (bot_id, update_id, kind, received_at) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (bot_id, update_id) DO UPDATE SET kind = EXCLUDED.kind, received_at = EXCLUDED.received_at "
-            "WHERE claim.received_at < %s",
-            [bot_id, update_id, kind, now, stale_before],
+
+    bot_id: int
+    update_id: int
+    kind: str
+
+    def statement(self):
+        now = timezone.now()
+        stale_before = now - timedelta(days=settings.TELEGRAM_UPDATE_RETENTION_DAYS)
+        return (
+            f"INSERT INTO {TelegramUpdate._meta.db_table} AS claim (bot_id, update_id, kind, received_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (bot_id, update_id) DO UPDATE SET kind = EXCLUDED.kind, "
+            "received_at = EXCLUDED.received_at WHERE claim.received_at < %s",
+            [self.bot_id, self.update_id, self.kind, rows.moment(now), rows.moment(stale_before)],
         )
-        return cursor.rowcount == 1
+
+    def took(self, rowcount):
+        """Go on if the statement claimed the update; else raise AlreadyProcessed (the transaction rolls back)."""
+        if rowcount != 1:
+            raise AlreadyProcessed(self.update_id)
+
+    def take(self):
+        (rowcount,) = rows.in_turn(self.statement())
+        self.took(rowcount)
 
 
 def prune_update_claims(older_than):
@@ -107,17 +127,18 @@ def prune_update_claims(older_than):
 
 
 def run_once(bot_id, update, handler):
-    """``handler(update)`` in one transaction with the update's claim: "processed", or "duplicate" if the
-    update was claimed before."""
-    with transaction.atomic():
-        if not claim_update(bot_id, update.update_id, update_kind(update)):
-            logger.info("Update %s was already processed; ignoring the redelivery.", update.update_id)
-            return "duplicate"
-        handler(update)
+    """``handler(update, claim)`` in one transaction that begins with the update's claim (each handler sends
+    it first): "processed", or "duplicate" if the update was claimed before, and then nothing is kept."""
+    try:
+        with transaction.atomic():
+            handler(update, Claim(bot_id, update.update_id, update_kind(update)))
+    except AlreadyProcessed:
+        logger.info("Update %s was already processed; ignoring the redelivery.", update.update_id)
+        return "duplicate"
     return "processed"
 
 
-def _record(update, command=False):
+def _record(update, claim, command=False):
     message = update.effective_message
     return services.record_inbound_message(
         profile_of(message.from_user),
@@ -126,32 +147,34 @@ def _record(update, command=False):
         telegram_message_id=message.message_id,
         reply_to_telegram_message_id=message.reply_to_message.message_id if message.reply_to_message else None,
         command=command,
+        first=claim,
     )
 
 
-def customer_message(update):
-    message, ticket_opened = _record(update)
+def customer_message(update, claim):
+    message, ticket_opened = _record(update, claim)
     if ticket_opened:
         services.queue_reply(message.ticket, TICKET_OPENED.format(number=message.ticket.pk), author=None, locked=True)
 
 
-def start_command(update):
-    message, _ = _record(update, command=True)
+def start_command(update, claim):
+    message, _ = _record(update, claim, command=True)
     first_name = update.effective_user.first_name
     services.queue_reply(
         message.ticket, GREETING.format(name=f", {first_name}" if first_name else ""), author=None, locked=True
     )
 
 
-def new_command(update):
+def new_command(update, claim):
+    claim.take()
     customer, _ = services.get_or_create_customer(profile_of(update.effective_user))
     services.start_new_ticket(customer)
-    message, _ = _record(update)
+    message, _ = _record(update, claim=None)
     services.queue_reply(message.ticket, NEW_TICKET.format(number=message.ticket.pk), author=None, locked=True)
 
 
-def status_command(update):
-    message, _ = _record(update, command=True)
+def status_command(update, claim):
+    message, _ = _record(update, claim, command=True)
     ticket = message.ticket
     status = Ticket.Status(ticket.status).label.lower()
     if ticket.assignee_id and ticket.is_active:
@@ -162,7 +185,8 @@ def status_command(update):
     services.queue_reply(ticket, answer, author=None, locked=True)
 
 
-def edited_message(update):
+def edited_message(update, claim):
+    claim.take()
     message = update.edited_message
     stored = services.record_message_edit(
         profile_of(message.from_user),

@@ -29,6 +29,7 @@ def record_inbound_message(
     attachment=None,
     reply_to_telegram_message_id=None,
     command=False,
+    first=None,
 ):
     """Store a customer's message in their active ticket, reopening a recently resolved one or opening one.
 
@@ -36,11 +37,15 @@ def record_inbound_message(
     ``command`` (/start, /status) is kept in the conversation but moves no ticket: it goes to the active
     ticket, else to the recently resolved one (left resolved), else to a new one; it is never unread
     (tickets.queries). An edit of this message that arrived before it (EarlyEdit) is applied as it is stored.
+
+    ``first``, if given, runs before anything else, in the same round trip as the customer's upsert: its
+    ``statement()`` gives the (sql, params), and its ``took(result)`` is told the result before anything
+    goes on (the webhook's claim of the update, which raises for a redelivery: bots.handlers).
     """
     text, attachment = storable(text), storable(attachment)
     # No savepoint: nothing here is rolled back alone; an error undoes the caller's whole transaction.
     with transaction.atomic(savepoint=False):
-        customer, new_customer, active = _customer_and_active_ticket(profile, telegram_message_id)
+        customer, new_customer, active = _customer_and_active_ticket(profile, telegram_message_id, first)
         ticket, changes, early_edit = _ticket_and_early_edit(
             customer, new_customer, active, _subject_from(text, attachment), command, telegram_message_id
         )
@@ -103,17 +108,21 @@ _ACTIVE_TICKET = (
 )
 
 
-def _customer_and_active_ticket(profile, telegram_message_id):
+def _customer_and_active_ticket(profile, telegram_message_id, first=None):
     """get_or_create_customer, and the customer's active ticket locked as active_ticket(lock=True) would
     (None if there is none), which also says whether an edit of the message came first: two statements,
-    one round trip (rows.in_turn). Returns (customer, created, ticket)."""
+    one round trip (rows.in_turn), after ``first`` if given. Returns (customer, created, ticket)."""
     lookup = _ACTIVE_TICKET.format(columns=rows.columns(Ticket, "ticket"))
     if connection.features.has_select_for_update:
         lookup += " FOR NO KEY UPDATE"
     user_id = profile.user_id
-    (customer_row,), tickets = rows.in_turn(
-        upsert_statement(profile), (lookup, [user_id, telegram_message_id, user_id, *Ticket.ACTIVE_STATUSES])
-    )
+    statements = [upsert_statement(profile), (lookup, [user_id, telegram_message_id, user_id, *Ticket.ACTIVE_STATUSES])]
+    if first is not None:
+        statements.insert(0, first.statement())
+    results = rows.in_turn(*statements)
+    if first is not None:
+        first.took(results.pop(0))
+    (customer_row,), tickets = results
     customer, created = customer_from_row(customer_row)
     if not tickets:
         return customer, created, None
