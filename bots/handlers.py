@@ -86,8 +86,9 @@ class AlreadyProcessed(Exception):
 
 @dataclass(frozen=True)
 class Claim:
-    """The claim of an update in TelegramUpdate: its transaction's first statement, sent with the handler's
-    own first statements where tickets.services takes them (their ``first``), else alone (``take``).
+    """The claim of an update in TelegramUpdate: its transaction's first statement, sent in the same round trip
+    as the handler's own first statements where tickets.services takes it (their ``claim``), else alone
+    (``take``).
 
     INSERT ... ON CONFLICT waits for a concurrent claim of the same id to commit or roll back, so exactly
     one transaction gets the claim; a plain INSERT would need a savepoint to recover. A claim older than the
@@ -110,14 +111,14 @@ class Claim:
             [self.bot_id, self.update_id, self.kind, rows.moment(now), rows.moment(stale_before)],
         )
 
-    def took(self, rowcount):
+    def check(self, rowcount):
         """Go on if the statement claimed the update; else raise AlreadyProcessed (the transaction rolls back)."""
         if rowcount != 1:
             raise AlreadyProcessed(self.update_id)
 
     def take(self):
         (rowcount,) = rows.in_turn(self.statement())
-        self.took(rowcount)
+        self.check(rowcount)
 
 
 def prune_update_claims(older_than):
@@ -147,7 +148,7 @@ def _record(update, claim, command=False):
         telegram_message_id=message.message_id,
         reply_to_telegram_message_id=message.reply_to_message.message_id if message.reply_to_message else None,
         command=command,
-        first=claim,
+        claim=claim,
     )
 
 

@@ -1,14 +1,16 @@
 """The handlers in-process: every kind of update begins its transaction with its claim, so a redelivery of any
-kind is answered "duplicate" and changes nothing (G2), whichever statement its handler sends first."""
+kind is answered "duplicate" and changes nothing (G2), and does no work before it finds the claim taken."""
 
 import pytest
 import telegram
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django_tasks_db.models import DBTaskResult
 
 from bots.handlers import handler_for, run_once
 from bots.models import TelegramUpdate
 from bots.updates import parse_update
-from tickets.models import Customer, Message, Ticket, TicketEvent
+from tickets.models import Customer, EarlyEdit, Message, Ticket, TicketEvent
 
 from . import factories
 
@@ -24,27 +26,36 @@ def bot():
 
 
 def process(bot, data):
+    """The update's outcome; checks that its claim was the first statement its transaction sent."""
     update = parse_update(data, bot)
-    return run_once(BOT_ID, update, handler_for(update))
+    with CaptureQueriesContext(connection) as queries:
+        outcome = run_once(BOT_ID, update, handler_for(update))
+    # (The test's own transaction makes the update's a savepoint.)
+    statements = [query["sql"] for query in queries if not query["sql"].startswith("SAVEPOINT")]
+    assert statements[0].startswith(f"INSERT INTO {TelegramUpdate._meta.db_table} ")
+    return outcome
 
 
 def everything():
     """What an update can change, as rows."""
     return {
         model.__name__: list(model.objects.order_by("pk").values())
-        for model in (Customer, Ticket, Message, TicketEvent, DBTaskResult, TelegramUpdate)
+        for model in (Customer, Ticket, Message, TicketEvent, EarlyEdit, DBTaskResult, TelegramUpdate)
     }
 
 
-@pytest.mark.parametrize("text", ["my order is late", "/start", "/status", "/new", "an edit"])
+def edit_of(message, text):
+    return {"update_id": factories.next_id(), "edited_message": {**message, "text": text, "edit_date": 1}}
+
+
+@pytest.mark.parametrize("text", ["my order is late", "/start", "/status", "/new", "an edit", "an early edit"])
 def test_a_redelivered_update_of_each_kind_is_a_duplicate_and_changes_nothing(db, bot, text):
     first = factories.update(USER_ID, "hello")
     assert process(bot, first) == "processed"
     if text == "an edit":
-        update = {
-            "update_id": factories.next_id(),
-            "edited_message": {**first["message"], "text": text, "edit_date": 1},
-        }
+        update = edit_of(first["message"], text)
+    elif text == "an early edit":  # of a message not stored yet: kept until its original comes
+        update = edit_of(factories.message(USER_ID, "not yet"), text)
     else:
         update = factories.update(USER_ID, text)
 
@@ -53,3 +64,4 @@ def test_a_redelivered_update_of_each_kind_is_a_duplicate_and_changes_nothing(db
 
     assert process(bot, update) == "duplicate"
     assert everything() == before
+    assert EarlyEdit.objects.exists() == (text == "an early edit")

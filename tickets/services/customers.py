@@ -57,7 +57,7 @@ def upsert_statement(profile):
     values = storable({name: getattr(profile, name) or "" for name in PROFILE_FIELDS}).values()
     table = Customer._meta.db_table
     sql = _UPSERT.format(columns=rows.columns(Customer, table), inserted=_INSERTED.get(connection.vendor, "FALSE"))
-    return sql, [profile.user_id, *values, timezone.now()]
+    return sql, [profile.user_id, *values, rows.moment(timezone.now())]
 
 
 def customer_from_row(row):

@@ -29,7 +29,7 @@ def record_inbound_message(
     attachment=None,
     reply_to_telegram_message_id=None,
     command=False,
-    first=None,
+    claim=None,
 ):
     """Store a customer's message in their active ticket, reopening a recently resolved one or opening one.
 
@@ -38,14 +38,16 @@ def record_inbound_message(
     ticket, else to the recently resolved one (left resolved), else to a new one; it is never unread
     (tickets.queries). An edit of this message that arrived before it (EarlyEdit) is applied as it is stored.
 
-    ``first``, if given, runs before anything else, in the same round trip as the customer's upsert: its
-    ``statement()`` gives the (sql, params), and its ``took(result)`` is told the result before anything
-    goes on (the webhook's claim of the update, which raises for a redelivery: bots.handlers).
+    ``claim``, if given, is the transaction's first statement, sent in the same round trip as the customer's
+    upsert and the lookup of their active ticket: its ``statement()`` gives the (sql, params), and its
+    ``check(result)`` is given the result before anything else is done; it raises to stop (the webhook's
+    claim of the update, for a redelivery: bots.handlers), and the upsert and the lookup, which have run
+    by then, roll back with the caller's transaction.
     """
     text, attachment = storable(text), storable(attachment)
     # No savepoint: nothing here is rolled back alone; an error undoes the caller's whole transaction.
     with transaction.atomic(savepoint=False):
-        customer, new_customer, active = _customer_and_active_ticket(profile, telegram_message_id, first)
+        customer, new_customer, active = _customer_and_active_ticket(profile, telegram_message_id, claim)
         ticket, changes, early_edit = _ticket_and_early_edit(
             customer, new_customer, active, _subject_from(text, attachment), command, telegram_message_id
         )
@@ -108,20 +110,20 @@ _ACTIVE_TICKET = (
 )
 
 
-def _customer_and_active_ticket(profile, telegram_message_id, first=None):
+def _customer_and_active_ticket(profile, telegram_message_id, claim=None):
     """get_or_create_customer, and the customer's active ticket locked as active_ticket(lock=True) would
     (None if there is none), which also says whether an edit of the message came first: two statements,
-    one round trip (rows.in_turn), after ``first`` if given. Returns (customer, created, ticket)."""
+    one round trip (rows.in_turn), after ``claim``'s if given. Returns (customer, created, ticket)."""
     lookup = _ACTIVE_TICKET.format(columns=rows.columns(Ticket, "ticket"))
     if connection.features.has_select_for_update:
         lookup += " FOR NO KEY UPDATE"
     user_id = profile.user_id
     statements = [upsert_statement(profile), (lookup, [user_id, telegram_message_id, user_id, *Ticket.ACTIVE_STATUSES])]
-    if first is not None:
-        statements.insert(0, first.statement())
+    if claim is not None:
+        statements.insert(0, claim.statement())
     results = rows.in_turn(*statements)
-    if first is not None:
-        first.took(results.pop(0))
+    if claim is not None:
+        claim.check(results.pop(0))
     (customer_row,), tickets = results
     customer, created = customer_from_row(customer_row)
     if not tickets:
