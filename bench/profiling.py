@@ -105,8 +105,8 @@ def summarize_collapsed(text, *, requests=None, thread=None, top=30):
 
 
 def count_round_trips(trace_texts):
-    """Round trips (one per ReadyForQuery) and statements by first word, over libpq protocol traces; each
-    statement of a query of several counts."""
+    """Round trips (one per ReadyForQuery), transactions (each ends in COMMIT or ROLLBACK) and statements by
+    first word, over libpq protocol traces; each statement of a query of several counts."""
     round_trips, transactions = 0, 0
     statements = Counter()
     for text in trace_texts:
@@ -125,7 +125,7 @@ def count_round_trips(trace_texts):
                 for statement in sqlparse.split(sql.strip('" ')) or [""]:
                     word = statement.split(" ", 1)[0].upper() or "(empty: the pool's health check)"
                     statements[word] += 1
-                    transactions += word == "COMMIT"
+                    transactions += word in ("COMMIT", "ROLLBACK")  # a redelivery's ends in ROLLBACK
     return {"round_trips": round_trips, "transactions": transactions, "statements": dict(statements.most_common())}
 
 

@@ -155,6 +155,12 @@ def test_round_trips_are_counted_from_libpq_protocol_traces():
     assert counts["statements"] == {"BEGIN": 2, "INSERT": 2, "COMMIT": 2, "(empty: the pool's health check)": 2}
 
 
+def test_a_transaction_that_rolls_back_counts_as_one():
+    counts = profiling.count_round_trips([TRACE.replace('"COMMIT"', '"ROLLBACK"'), TRACE])
+
+    assert counts["transactions"] == 2
+
+
 def test_each_statement_of_a_query_of_several_counts_in_one_round_trip():
     trace = (
         "F\t90\tQuery\t \"INSERT INTO c VALUES ('a; SELECT b') RETURNING id; SELECT 1 FROM t FOR NO KEY UPDATE\"\n"
