@@ -86,6 +86,34 @@ def test_twenty_concurrent_first_messages_from_one_customer_give_one_customer_an
 
 
 @pytest.mark.django_db(transaction=True)
+def test_bot_and_agent_replies_to_one_customer_at_once_are_numbered_once_each_in_commit_order(agent):
+    """Twenty writers at once: the bot answering a command it has just stored (numbered from the customer's
+    row that the message's upsert locked) and agents replying (numbered by an UPDATE that locks it): the
+    customer's replies take 1..20 with no gap and no repeat, and in the order their transactions committed."""
+    ticket = inbound()[0].ticket
+
+    def reply(i):
+        with transaction.atomic():
+            if i % 2:
+                services.queue_reply(ticket, f"agent {i}", author=agent)
+            else:
+                message, _ = services.record_inbound_message(
+                    ALICE, text="/status", telegram_message_id=100 + i, command=True
+                )
+                services.queue_reply(message.ticket, f"bot {i}", author=None, locked=True)
+
+    run_at_once(20, reply)
+
+    replies = Message.objects.filter(direction=Message.Direction.OUT)
+    assert sorted(replies.values_list("outbox_seq", flat=True)) == list(range(1, 21))
+    # Numbered in commit order: a later number was inserted later (ids are taken as rows are inserted).
+    assert list(replies.order_by("outbox_seq").values_list("pk", flat=True)) == sorted(
+        replies.values_list("pk", flat=True)
+    )
+    assert Customer.objects.get().last_reply_seq == 20
+
+
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_messages_and_replies_leave_the_tickets_latest_notable_message_and_its_author(agent, other_agent):
     """Customers' messages and commands, agents' and automatic replies stored at once in one ticket: after
     each burst the ticket names the newest notable one and its author (each writer sets them under the

@@ -53,11 +53,11 @@ def record_events(ticket, actor, *changes, ticket_fields=None, locked=False):
     params = [len(changes), *values, ticket.pk]
     if locked and changes:
         events = _events(ticket, actor, changes, first_seq=ticket.last_seq + 1)
-        guarded_update = (f"{sql} AND last_seq = %s", [*params, ticket.last_seq])
-        updated, keys = rows.in_turn(guarded_update, rows.insert_statement(*events))
-        if updated != 1:
-            raise RuntimeError(f"record_events(locked=True) was given ticket #{ticket.pk} with a stale last_seq.")
-        rows.mark_inserted(events, keys)
+        rows.insert_after(
+            (f"{sql} AND last_seq = %s", [*params, ticket.last_seq]),
+            *events,
+            refusal=f"record_events(locked=True) was given ticket #{ticket.pk} with a stale last_seq.",
+        )
         ticket.last_seq += len(changes)
     else:
         with connection.cursor() as cursor:

@@ -133,19 +133,14 @@ def queue_reply(ticket, text, *, author, client_msg_id=None, attachment=None, lo
 def _insert_numbered(message, customer):
     """Store ``message``, numbered next in the queue of ``customer`` as the caller's transaction locked their
     row (it must hold that lock: it orders the customer's replies, and comes before the ticket's), and take
-    that number: one round trip (rows.in_turn). The UPDATE checks the number it takes, so a stale row is
-    refused, and the caller's transaction rolls back with nothing stored."""
-    taken, keys = rows.in_turn(
+    that number in the same round trip; a stale row is refused (rows.insert_after)."""
+    rows.insert_after(
         (
             f"UPDATE {Customer._meta.db_table} SET last_reply_seq = %s WHERE id = %s AND last_reply_seq = %s",
             [message.outbox_seq, customer.pk, message.outbox_seq - 1],
         ),
-        rows.insert_statement(message),
+        message,
+        refusal=f"Customer {customer.pk}'s outbox queue is not at {message.outbox_seq - 1} as the caller read it: "
+        "their row as passed was stale.",
     )
-    if taken != 1:
-        raise RuntimeError(
-            f"Customer {customer.pk}'s outbox queue is not at {message.outbox_seq - 1} as the caller read it: "
-            "their row as passed was stale."
-        )
-    rows.mark_inserted([message], keys)
     customer.last_reply_seq = message.outbox_seq

@@ -79,6 +79,16 @@ def insert(*instances):
         mark_inserted(instances, keys)
 
 
+def insert_after(guard, *instances, refusal):
+    """``insert``, in the same round trip (``in_turn``) as the UPDATE ``guard`` (sql, params) that must change
+    exactly one row: a number taken from a row the caller's transaction locked, checked against the value
+    it read. Else RuntimeError(``refusal``), and the caller's transaction rolls back with the rows."""
+    changed, keys = in_turn(guard, insert_statement(*instances))
+    if changed != 1:
+        raise RuntimeError(refusal)
+    mark_inserted(instances, keys)
+
+
 def insert_statement(*instances):
     """``insert``'s statement, to send with others (``in_turn``); ``mark_inserted`` then takes the rows it returns."""
     model = type(instances[0])
