@@ -175,12 +175,16 @@ def ingest_ceiling(stack, *, customers, per_customer, rounds, progress):
     )
     messages_before = _inbound_messages(stack)
     parts = {side: [] for side in paths}
+    cpu_ms = {side: {} for side in paths}  # per process group, summed over the rounds
     for number in range(rounds):
         for side in list(paths) if number % 2 == 0 else list(reversed(paths)):
             count = len(stream_from(streams[side]))
             part = [count * number // rounds, count * (number + 1) // rounds]
             label = f"ceiling: {side} (round {number + 1} of {rounds})"
+            before = cpu_snapshot()
             parts[side].append(run_load("webhook", {**spec(side, label, streams[side]), "part": part}))
+            for kind, ms in cpu_per_update(before, cpu_snapshot(), {"servers": servers}, 1).items():
+                cpu_ms[side][kind] = cpu_ms[side].get(kind, 0) + ms
     messages_stored = _inbound_messages(stack) - messages_before
     stack.stop(*servers)
     result = {}
@@ -191,6 +195,9 @@ def ingest_ceiling(stack, *, customers, per_customer, rounds, progress):
             "per_second_by_round": [part["per_second"] for part in measured],
             "machine_cpu_ms_per_request": round(cpu_s * 1000 / summary["requests"], 2),
             "machine_cores_used": round(cpu_s / summary["seconds"], 2),
+            "machine_cpu_ms_by_process": {
+                kind: round(ms / summary["requests"], 2) for kind, ms in cpu_ms[side].items()
+            },
         }
     result["webhook"]["messages_stored"] = messages_stored
     result["webhook"]["distinct_updates"] = len(distinct_update_ids(stream_from(streams["webhook"])))

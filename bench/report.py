@@ -155,7 +155,17 @@ def ceiling_notes(ceiling):
         f"messages stored {webhook['messages_stored']} for {webhook['distinct_accepted']} distinct updates "
         f"answered 200 (equal: {stored}). The goal of 300 updates/s is {_ratio(300, bare['per_second'])} "
         "the bare view's rate on these cores.",
+        *(
+            f"  - {name}: CPU ms per request: {_cpu_parts(side['machine_cpu_ms_by_process'])}."
+            for name, side in (("the bare view", bare), ("the webhook", webhook))
+            if "machine_cpu_ms_by_process" in side
+        ),
     ]
+
+
+def _cpu_parts(cpu):
+    names = {"load_generator": "load generator", "postgresql": "PostgreSQL", "redis": "Redis"}
+    return ", ".join(f"{names.get(kind, kind)} {ms}" for kind, ms in cpu.items() if kind != "total")
 
 
 def machine_table(machines, burst, backlogs, ceiling=None):

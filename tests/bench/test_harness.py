@@ -224,15 +224,17 @@ def test_the_ingest_ceiling_rows_give_the_webhook_and_the_goal_as_shares_of_the_
     webhook, bare = webhook_row(100.0), webhook_row(400.0, False)
     for row in (webhook, bare):
         row |= {"machine_cpu_ms_per_request": 4.0, "machine_cores_used": 1.8}
+    webhook["machine_cpu_ms_by_process"] = {"total": 4.0, "servers": 2.5, "postgresql": 1.0, "load_generator": 0.5}
 
     rows = report.ceiling_rows({"webhook": webhook, "bare": bare})
-    (notes,) = report.ceiling_notes({"webhook": webhook, "bare": bare})
+    notes, by_process = report.ceiling_notes({"webhook": webhook, "bare": bare})
 
     assert rows[0].startswith("| 2 daphne, no worker (replies queued, none sent) | 10 (9) | 100.0 |")
     assert rows[1].startswith("| 2 daphne, the bare INSERT view | 10 | 400.0 |")
     assert "0.25× the bare view (round by round: 0.25×, 0.25×)" in notes
     assert "(equal: yes)" in notes
     assert "The goal of 300 updates/s is 0.75× the bare view's rate" in notes
+    assert by_process == "  - the webhook: CPU ms per request: servers 2.5, PostgreSQL 1.0, load generator 0.5."
 
 
 # --- The baselines and the probes, on a live server with bench.settings -------------------------------------
