@@ -60,9 +60,7 @@ def record_events(ticket, actor, *changes, ticket_fields=None, locked=False):
         )
         ticket.last_seq += len(changes)
     else:
-        with connection.cursor() as cursor:
-            cursor.execute(f"{sql} RETURNING last_seq", params)
-            (ticket.last_seq,) = cursor.fetchone()
+        (((ticket.last_seq,),),) = rows.in_turn((f"{sql} RETURNING last_seq", params))
         events = _events(ticket, actor, changes, first_seq=ticket.last_seq - len(changes) + 1)
         rows.insert(*events)
     transaction.on_commit(lambda: announce(events), robust=True)
