@@ -90,10 +90,11 @@ def _queued_reply(message_id):
     )
     if connection.features.has_select_for_update:
         sql += " FOR NO KEY UPDATE OF customer"
-    (found,) = rows.in_turn((sql, [message_id, _QUEUED]))
-    if not found:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [message_id, _QUEUED])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    (row,) = found
     message_end = len(Message._meta.concrete_fields)
     ticket_end = message_end + len(Ticket._meta.concrete_fields)
     message = rows.load(Message, row[:message_end])
@@ -124,13 +125,13 @@ def claim_delivery(message_id, lease: timedelta):
         # Every change to a queued reply moves delivery_due_at, so an unchanged one says the row read above is
         # the one claimed (a retry scheduled meanwhile, say, is its own task's to run).
         unchanged, as_read = rows.equals("delivery_due_at", rows.moment(message.delivery_due_at))
-        (claimed,) = rows.in_turn(
-            (
+        with connection.cursor() as cursor:
+            cursor.execute(
                 f"UPDATE {_MESSAGES} SET delivery_due_at = %s, delivery_attempts = delivery_attempts + 1 "
                 f"WHERE id = %s AND {unchanged} AND {_DUE_BY} AND id = ({_CHAT_HEAD})",
                 [rows.moment(lease_until), message_id, *as_read, rows.moment(now), customer.pk],
             )
-        )
+            claimed = cursor.rowcount
         if not claimed:
             return None  # waiting for an earlier reply (which wakes it), held by another attempt, or not due
         message.delivery_due_at, message.delivery_attempts = lease_until, message.delivery_attempts + 1
@@ -141,15 +142,15 @@ def _make_head_due_at(customer_id, due_at: datetime, now, only=None):
     """Move the next attempt of the chat's head (if it is reply ``only``, when given) to ``due_at`` and enqueue
     its task for then; conditional, like a claim: a head held by an attempt or scheduled later is left alone."""
     is_only = "" if only is None else "id = %s AND "
-    (moved,) = rows.in_turn(
-        (
+    with connection.cursor() as cursor:
+        cursor.execute(
             f"UPDATE {_MESSAGES} SET delivery_due_at = %s WHERE {is_only}{_DUE_BY} AND id = ({_CHAT_HEAD}) "
             "RETURNING id",
             [rows.moment(due_at), *([] if only is None else [only]), rows.moment(now), customer_id],
         )
-    )
-    if moved:
-        enqueue_delivery(moved[0][0], run_after=due_at)
+        moved = cursor.fetchone()
+    if moved is not None:
+        enqueue_delivery(moved[0], run_after=due_at)
 
 
 def record_sent(message, telegram_message_id):

@@ -65,13 +65,13 @@ def claim_next_task(worker_id, *, backend_name, queue_names=None, excluded_queue
             params += names
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     table = connection.ops.quote_name(DBTaskResult._meta.db_table)
-    (found,) = rows.in_turn(
-        (
+    with connection.cursor() as cursor:
+        cursor.execute(
             # Still ready as it is updated: the subquery's lock alone keeps others off it; this says so too.
             f"UPDATE {table} SET {', '.join(claimed)} WHERE status = %s AND id = (SELECT id FROM {table} "
             f"WHERE {' AND '.join(conditions)} ORDER BY priority DESC, run_after, enqueued_at LIMIT 1{lock}) "
             f"RETURNING {rows.columns(DBTaskResult)}",
             [*claimed_params, TaskResultStatus.READY.value, *params],
         )
-    )
-    return rows.load(DBTaskResult, found[0]) if found else None
+        row = cursor.fetchone()
+    return None if row is None else rows.load(DBTaskResult, row)

@@ -119,9 +119,6 @@ if DATABASE_URL:
             "timeout": env_number("DATABASE_POOL_TIMEOUT", 5),
         }
         default_db["OPTIONS"].setdefault("connect_timeout", 5)
-        # Django turns psycopg's prepared statements off. The statements of each message and each delivery,
-        # bound on the server (tickets.services.rows.in_turn), are prepared on a connection's fifth run.
-        default_db["OPTIONS"].setdefault("prepare_threshold", 5)
         # Behind PgBouncer in transaction mode a server connection is only ours for one transaction:
         # no server-side cursors (they outlive it) and no prepared statements (psycopg prepares a query
         # after five runs; PgBouncer before 1.21 cannot route them). docs/deploy.md explains the pool sizes.

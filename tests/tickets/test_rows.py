@@ -3,7 +3,7 @@
 import uuid
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from tickets.models import Customer, Message, Ticket, TicketEvent
@@ -86,41 +86,4 @@ def test_several_statements_are_sent_in_turn_only_inside_a_transaction():
         rows.in_turn(("SELECT 1", []), ("SELECT 2", []))
 
     with transaction.atomic():
-        assert rows.in_turn(("SELECT 1", []), ("SELECT 2", [])) == [[(1,)], [(2,)]]
-
-
-@pytest.mark.needs_postgres
-def test_on_postgresql_statements_are_bound_on_the_server_and_prepared_after_a_few_runs(db):
-    sql = f"SELECT count(*) FROM {Customer._meta.db_table} WHERE telegram_user_id = %s"
-
-    def prepared():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", [f"%{sql[:30]}%"])
-            return [statement for (statement,) in cursor.fetchall()]
-
-    for number in range(connection.settings_dict["OPTIONS"]["prepare_threshold"]):
-        rows.in_turn((sql, [number]))
-    assert prepared() == []
-
-    rows.in_turn((sql, [8]), (sql, [9]))  # in one pipeline as alone
-
-    assert prepared() == [sql.replace("%s", "$1")]
-
-
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
-def test_an_error_in_turn_is_djangos_own_and_rolls_the_transaction_back_leaving_the_connection_usable():
-    table = Customer._meta.db_table
-    customer, other = Customer.objects.create(telegram_user_id=11), Customer.objects.create(telegram_user_id=12)
-
-    with pytest.raises(IntegrityError), transaction.atomic():
-        rows.in_turn(
-            (f"UPDATE {table} SET first_name = %s WHERE id = %s", ["Ada", customer.pk]),
-            (f"UPDATE {table} SET telegram_user_id = %s WHERE id = %s", [11, other.pk]),  # taken
-            (f"UPDATE {table} SET last_name = %s WHERE id = %s", ["King", customer.pk]),
-        )
-
-    customer.refresh_from_db()
-    assert (customer.first_name, customer.last_name) == ("", "")
-    with transaction.atomic():  # and the connection goes on working
         assert rows.in_turn(("SELECT 1", []), ("SELECT 2", [])) == [[(1,)], [(2,)]]

@@ -60,7 +60,9 @@ def record_events(ticket, actor, *changes, ticket_fields=None, locked=False):
         )
         ticket.last_seq += len(changes)
     else:
-        (((ticket.last_seq,),),) = rows.in_turn((f"{sql} RETURNING last_seq", params))
+        with connection.cursor() as cursor:
+            cursor.execute(f"{sql} RETURNING last_seq", params)
+            (ticket.last_seq,) = cursor.fetchone()
         events = _events(ticket, actor, changes, first_seq=ticket.last_seq - len(changes) + 1)
         rows.insert(*events)
     transaction.on_commit(lambda: announce(events), robust=True)

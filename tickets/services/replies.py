@@ -7,7 +7,7 @@ are delivered one at a time in the order they were queued.
 
 import uuid
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..hooks import reply_queued
@@ -53,13 +53,13 @@ def check_reply(text, attachment):
 def take_outbox_seq(customer_id):
     """The next place in the customer's outbox queue. Locks the customer until the transaction ends, so
     the chat's replies are numbered in commit order (and the lock order is customer, then ticket)."""
-    (((outbox_seq,),),) = rows.in_turn(
-        (
+    with connection.cursor() as cursor:
+        cursor.execute(
             f"UPDATE {Customer._meta.db_table} SET last_reply_seq = last_reply_seq + 1 WHERE id = %s "
             "RETURNING last_reply_seq",
             [customer_id],
         )
-    )
+        (outbox_seq,) = cursor.fetchone()
     return outbox_seq
 
 

@@ -132,41 +132,32 @@ def in_turn(*statements):
     """Run ``(sql, params)`` statements one after the other; returns each one's rows, or for a statement that
     returns none the number of rows it changed.
 
-    On PostgreSQL they go in one round trip, as one pipeline (psycopg's pipeline mode), each statement bound
-    on the server: PostgreSQL plans a statement once per connection after it has run a few times
-    (``prepare_threshold``) instead of parsing and planning it on every run, as it must the ORM's queries
-    with their values written into the SQL (Django's client-side binding). Each still runs as a statement
-    of its own once the one before it has finished, reading (READ COMMITTED) with a snapshot taken as it
-    starts: it sees what the ones before it wrote, and what others committed while those waited for a
-    lock, as if each were sent alone. An error stops the rest.
+    On PostgreSQL they go in one round trip: one simple query of several statements, as the client-side
+    binding cursor Django uses sends it. Each still runs as a statement of its own once the one before it
+    has finished, reading (READ COMMITTED) with a snapshot taken as it starts: it sees what the ones before
+    it wrote, and what others committed while those waited for a lock, as if each were sent alone. An
+    error stops the rest.
     """
     if len(statements) > 1 and not connection.in_atomic_block:
         # Alone they would commit one by one, together all or nothing: only a transaction makes them alike.
         raise RuntimeError("rows.in_turn sends several statements only inside a transaction.")
-    if connection.vendor == "postgresql":
-        return _pipelined(statements)
     results = []
-    with connection.cursor() as cursor:  # SQLite: one statement per call
-        for sql, params in statements:
-            cursor.execute(sql, params)
-            results.append(_result(cursor))
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and not connection.features.uses_server_side_binding:
+            cursor.execute(
+                "; ".join(sql for sql, _ in statements), [value for _, params in statements for value in params]
+            )
+            for number in range(len(statements)):
+                if number and not cursor.nextset():
+                    raise RuntimeError(f"rows.in_turn sent {len(statements)} statements and got {number} results.")
+                results.append(_result(cursor))
+            if cursor.nextset():
+                raise RuntimeError(f"rows.in_turn sent {len(statements)} statements and got more results.")
+        else:  # SQLite, and PostgreSQL's server-side binding, run one statement per call
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                results.append(_result(cursor))
     return results
-
-
-def _pipelined(statements):
-    connection.ensure_connection()
-    raw = connection.connection
-    # Django's cursors bind on the client; these bind on the server. Each statement needs a cursor of its own
-    # to keep its result, each wrapped as connection.cursor() wraps (query logging, execute wrappers).
-    cursors = [connection._prepare_cursor(connection.Database.Cursor(raw)) for _ in statements]
-    with connection.wrap_database_errors:  # a pipeline's errors arrive as it ends, outside the cursors
-        if len(statements) == 1:
-            cursors[0].execute(*statements[0])
-        else:
-            with raw.pipeline():
-                for cursor, (sql, params) in zip(cursors, statements, strict=True):
-                    cursor.execute(sql, params)
-        return [_result(cursor) for cursor in cursors]
 
 
 def _result(cursor):
