@@ -3,7 +3,7 @@
 import uuid
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from tickets.models import Customer, Message, Ticket, TicketEvent
@@ -85,5 +85,23 @@ def test_several_statements_are_sent_in_turn_only_inside_a_transaction():
     with pytest.raises(RuntimeError, match="only inside a transaction"):
         rows.in_turn(("SELECT 1", []), ("SELECT 2", []))
 
+    with transaction.atomic():
+        assert rows.in_turn(("SELECT 1", []), ("SELECT 2", [])) == [[(1,)], [(2,)]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_in_turn_is_djangos_own_and_rolls_the_transaction_back_leaving_the_connection_usable():
+    table = Customer._meta.db_table
+    customer, other = Customer.objects.create(telegram_user_id=11), Customer.objects.create(telegram_user_id=12)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows.in_turn(
+            (f"UPDATE {table} SET first_name = %s WHERE id = %s", ["Ada", customer.pk]),
+            (f"UPDATE {table} SET telegram_user_id = %s WHERE id = %s", [11, other.pk]),  # taken
+            (f"UPDATE {table} SET last_name = %s WHERE id = %s", ["King", customer.pk]),
+        )
+
+    customer.refresh_from_db()
+    assert (customer.first_name, customer.last_name) == ("", "")
     with transaction.atomic():
         assert rows.in_turn(("SELECT 1", []), ("SELECT 2", [])) == [[(1,)], [(2,)]]
