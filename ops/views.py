@@ -1,6 +1,6 @@
 """The health probes: GET /healthz (liveness, no I/O) and GET /readyz (readiness, the health checks).
 
-They are answered by the outermost middleware (supportsite.machine_requests), before anything else runs:
+They are answered in front of Django's request cycle (supportsite.machine_requests), before anything else runs:
 load balancers and process supervisors probe a server by its address (``Host: 10.0.0.5:8000``), which
 ``ALLOWED_HOSTS`` would refuse with 400, and a probe needs no session, CSRF check or HTTPS redirect.
 """

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django behind a request-body limit, the desk's WebSockets through Channels."""
+"""ASGI entry point: HTTP behind a request-body limit, machines' requests answered in front of Django's request
+cycle (supportsite.machine_requests) and the rest by Django; the desk's WebSockets through Channels."""
 
 import os
 
@@ -16,13 +17,14 @@ from django.conf import settings  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 from .body_limit import BodySizeLimit, limit_daphne_request_bodies  # noqa: E402
+from .machine_requests import MachineRequests  # noqa: E402
 from .worker_in_server import WorkerInServer  # noqa: E402
 
 limit_daphne_request_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 application = ProtocolTypeRouter(
     {
-        "http": BodySizeLimit(django_asgi_app, max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
+        "http": BodySizeLimit(MachineRequests(django_asgi_app), max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
         # Identity and role come from the session cookie only; a page of another origin cannot connect.
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

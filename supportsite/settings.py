@@ -71,9 +71,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # GET /healthz and /readyz before host validation and the rest, the Telegram webhook before the
-    # browser middleware (supportsite.machine_requests).
-    "supportsite.machine_requests.machine_requests_first",
     "django.middleware.security.SecurityMiddleware",
     "supportsite.csp.ContentSecurityPolicyMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",

@@ -16,7 +16,7 @@ urlpatterns = [
     # The desk's attachments come from Telegram, which is bots' to talk to.
     path("desk/attachments/<int:message_id>/", attachment, name="desk-attachment"),
     path("telegram/webhook/", telegram_webhook, name="telegram-webhook"),
-    # GET /healthz and /readyz are answered by a middleware (supportsite.machine_requests).
+    # GET /healthz and /readyz are answered in front of Django (supportsite.machine_requests).
     # Browsers ask for it whatever the page says.
     path("favicon.ico", RedirectView.as_view(url=static("desk/favicon.svg"))),
 ]
