@@ -13,7 +13,7 @@ import httpx
 
 from bots.sandbox.client import SandboxClient
 
-from .endpoints import BARE_PATH
+from .endpoints import BARE_IN_FRONT_PATH
 from .stack import BOT_TOKEN, CLOCK_TICKS, machine_cpu_seconds
 from .stats import combine
 from .traffic import FIRST_USER_ID, distinct_update_ids, stream_from
@@ -153,7 +153,7 @@ def ingest_ceiling(stack, *, customers, per_customer, rounds, progress):
     any view, however lean, could ingest here."""
     stack.reset_data()
     servers = [stack.start_server("daphne", name=f"daphne-ceiling-{number}") for number in range(2)]
-    paths = {"webhook": "/telegram/webhook/", "bare": BARE_PATH}
+    paths = {"webhook": "/telegram/webhook/", "bare": BARE_IN_FRONT_PATH}
     # The bare view stores every request it is sent (a redelivery would break its unique row): no duplicates.
     duplicates = {"webhook": 0.1, "bare": 0}
     streams = {}

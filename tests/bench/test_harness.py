@@ -14,6 +14,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from bench import profiling, report
+from bench.endpoints import BARE_BEHIND_MIDDLEWARE_PATH, BARE_IN_FRONT_PATH, BARE_PATH
 from bench.relay import RELAY_GROUP, RELAY_MESSAGE_TYPE, RELAY_PATH
 from bench.stats import RequestLog, combine, last_receiver_latencies, percentile, summarize
 from bench.traffic import DUPLICATE, NEW, conversation_stream, distinct_update_ids, webhook_stream
@@ -230,7 +231,7 @@ def test_the_ingest_ceiling_rows_give_the_webhook_and_the_goal_as_shares_of_the_
     notes, by_process = report.ceiling_notes({"webhook": webhook, "bare": bare})
 
     assert rows[0].startswith("| 2 daphne, no worker (replies queued, none sent) | 10 (9) | 100.0 |")
-    assert rows[1].startswith("| 2 daphne, the bare INSERT view | 10 | 400.0 |")
+    assert rows[1].startswith("| 2 daphne, the bare INSERT view in front of Django | 10 | 400.0 |")
     assert "0.25× the bare view (round by round: 0.25×, 0.25×)" in notes
     assert "(equal: yes)" in notes
     assert "The goal of 300 updates/s is 0.75× the bare view's rate" in notes
@@ -257,19 +258,22 @@ def load_spec(url, first_update_id, duplicate_share=0.1):
     return {"targets": [url], "stream": stream, "secret": WEBHOOK_SECRET, "concurrency": 4, "deadline_s": 60}
 
 
-def test_the_load_generator_drives_the_webhook_and_the_bare_insert_view(start_server):
+def test_the_load_generator_drives_the_webhook_and_the_bare_insert_view_served_three_ways(start_server):
     server = start_server(application="bench.asgi:application", DJANGO_SETTINGS_MODULE="bench.settings")
 
     ours = run_load({**load_spec(f"{server.url}/telegram/webhook/", 1), "label": "webhook"})
-    bare = run_load({**load_spec(f"{server.url}/bench/insert/", 1000, duplicate_share=0), "label": "bare"})
+    bare = [
+        run_load({**load_spec(f"{server.url}{path}", 1000 * number, duplicate_share=0), "label": "bare"})
+        for number, path in enumerate((BARE_PATH, BARE_IN_FRONT_PATH, BARE_BEHIND_MIDDLEWARE_PATH), start=1)
+    ]
 
     assert ours["requests"] == 30
     assert ours["distinct_accepted"] == 27
     assert ours["statuses"] == {DUPLICATE: {"200": 3}, NEW: {"200": 27}}
     assert Message.objects.filter(direction=Message.Direction.IN).count() == 27
-    assert bare["statuses"] == {NEW: {"200": 30}}
+    assert [side["statuses"] for side in bare] == [{NEW: {"200": 30}}] * 3
     assert ours["machine_cpu_s"] > 0  # the machine's CPU while the requests ran
-    assert TelegramUpdate.objects.filter(kind="bench", bot_id=BARE_BOT_ID).count() == 30
+    assert TelegramUpdate.objects.filter(kind="bench", bot_id=BARE_BOT_ID).count() == 90
 
 
 @pytest.mark.needs_redis
