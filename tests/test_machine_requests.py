@@ -80,19 +80,21 @@ def test_a_machine_endpoint_is_answered_here_with_its_body_and_the_security_head
 
 
 @pytest.mark.django_db
-def test_a_machine_endpoint_validates_the_host_as_django_does(app, caplog):
-    status, _, _ = call(app, "/machine/", host="evil.example")
+def test_a_machine_endpoint_validates_the_host_as_django_does_and_its_400_has_the_security_headers(app, caplog):
+    status, headers, _ = call(app, "/machine/", host="evil.example")
 
-    assert status == 400
+    assert status == 400 and headers[b"X-Content-Type-Options"] == b"nosniff"
     assert any(record.name == "django.security.DisallowedHost" for record in caplog.records)
+    assert app.handed_on == []
 
 
 @pytest.mark.django_db
-def test_an_error_in_a_machine_endpoint_is_a_500_logged_as_django_logs_it(app, caplog):
+def test_an_error_in_a_machine_endpoint_is_a_500_logged_as_django_logs_it_with_the_security_headers(app, caplog):
     with caplog.at_level(logging.ERROR, logger="django.request"):
-        status, _, body = call(app, "/broken/")
+        status, headers, body = call(app, "/broken/")
 
-    assert status == 500
+    assert status == 500 and headers[b"X-Content-Type-Options"] == b"nosniff"
+    assert app.handed_on == []
     assert b"the endpoint broke" not in body
     (record,) = [record for record in caplog.records if record.name == "django.request"]
     assert record.exc_info[1].args == ("the endpoint broke",)
@@ -105,3 +107,4 @@ def test_other_requests_go_on_to_django_and_a_client_gone_before_its_body_gets_n
     assert status == 200 and b"X-Frame-Options" in headers  # the browser middleware's work
     assert app.handed_on == ["/accounts/login/"]
     assert call(app, "/machine/", disconnect=True) is None
+    assert app.handed_on == ["/accounts/login/"]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 
+import httpx
 import pytest
 import redis
 import websockets.sync.client
@@ -211,7 +212,7 @@ def test_the_report_renders_ratios_and_replaces_only_the_text_between_its_marker
     text = report.render(results, ["- Machine: test"])
     report.write_doc(text, "the plans\n", doc)
 
-    assert "webhook at **0.25×** the bare view (the two in turns, round by round: 0.25×, 0.25×)" in text
+    assert "webhook at **0.25×** the bare Django view (in turns, round by round: 0.25×, 0.25×)" in text
     assert "(equal: yes)" in text
     written = doc.read_text()
     assert written.startswith("intro\n")
@@ -274,6 +275,17 @@ def test_the_load_generator_drives_the_webhook_and_the_bare_insert_view_served_t
     assert [side["statuses"] for side in bare] == [{NEW: {"200": 30}}] * 3
     assert ours["machine_cpu_s"] > 0  # the machine's CPU while the requests ran
     assert TelegramUpdate.objects.filter(kind="bench", bot_id=BARE_BOT_ID).count() == 90
+    # Each way of serving the view, told by the headers: no middleware; SecurityMiddleware's checks only;
+    # the whole browser middleware.
+    headers = [
+        httpx.post(f"{server.url}{path}", json={"update_id": update_id}, timeout=30).headers
+        for update_id, path in ((9, BARE_PATH), (10, BARE_IN_FRONT_PATH), (11, BARE_BEHIND_MIDDLEWARE_PATH))
+    ]
+    assert [("X-Content-Type-Options" in each, "X-Frame-Options" in each) for each in headers] == [
+        (False, False),
+        (True, False),
+        (True, True),
+    ]
 
 
 @pytest.mark.needs_redis
