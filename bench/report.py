@@ -75,18 +75,22 @@ def webhook_table(results):
         check = "yes" if ours["messages_stored"] == ours["distinct_accepted"] else "**NO**"
         by_round = _ratios_by_round(ours, sides["bare"])
         notes.append(
-            f"- {server}: webhook at **{_ratio(ours['per_second'], sides['bare']['per_second'])}** the bare view "
-            f"(the two in turns, round by round: {by_round}); "
+            f"- {server}: webhook at **{_ratio(ours['per_second'], sides['bare']['per_second'])}** the bare Django "
+            f"view (in turns, round by round: {by_round}); "
             f"messages stored {ours['messages_stored']} for {ours['distinct_accepted']} distinct updates answered "
             f"200 of {ours['distinct_updates']} in the stream (equal: {check}); statuses {ours['statuses']}"
         )
-        for side, baseline in (
-            ("bare_in_front", "answered in front of Django as the webhook is (like with like)"),
-            ("bare_behind_middleware", "behind the browser middleware (the earliest baseline)"),
-        ):
-            if (row := sides.get(side)) is not None:
-                ratio = _ratio(ours["per_second"], row["per_second"])
-                notes.append(f"- {server}: against the same bare view {baseline}, {ratio}")
+        if (in_front := sides.get("bare_in_front")) is not None:
+            notes.append(
+                f"- {server}: against the same bare view answered in front of Django as the webhook is (like with "
+                f"like, in the same turns), **{_ratio(ours['per_second'], in_front['per_second'])}** (round by "
+                f"round: {_ratios_by_round(ours, in_front)})"
+            )
+        if (behind := sides.get("bare_behind_middleware")) is not None:
+            notes.append(
+                f"- {server}: against the same bare view behind the browser middleware (the earliest baseline), "
+                f"{_ratio(ours['per_second'], behind['per_second'])}"
+            )
     return [*lines, "", *notes]
 
 

@@ -118,7 +118,10 @@ def run(stack, *, counts, progress):
             customers=50,
         )
         run_load("webhook", warmup)
-        run_load("webhook", {**warmup, "targets": [f"{server.url}{BARE_PATH}"], "label": f"{kind} bare warm-up"})
+        for offset, path in enumerate((BARE_PATH, BARE_IN_FRONT_PATH)):
+            bare_warmup = {**warmup, "targets": [f"{server.url}{path}"], "label": f"{kind} bare warm-up"}
+            bare_warmup["stream"] = {**warmup["stream"], "first_update_id": base + (offset + 1) * 500_000}
+            run_load("webhook", bare_warmup)
 
         ours_spec = webhook_spec(
             server,
@@ -138,12 +141,17 @@ def run(stack, *, counts, progress):
             first_update_id=base + 2_000_000,
             label=f"{kind} bare view",
         )
-        progress(f"webhook: {count} updates (10% duplicates) to {kind}, in turns with the bare INSERT view")
-        messages_before, claims_before = count_rows(stack)
-        sides = measure_in_turns(
-            stack, server, {"ours": ours_spec, "bare": bare_spec}, rounds=ROUNDS, progress=progress
+        in_front_spec = {**bare_spec, "targets": [f"{server.url}{BARE_IN_FRONT_PATH}"]}
+        in_front_spec |= {"label": f"{kind} bare view in front of Django"}
+        in_front_spec["stream"] = {**bare_spec["stream"], "first_update_id": base + 3_000_000}
+        progress(
+            f"webhook: {count} updates (10% duplicates) to {kind}, in turns with the bare view through Django's "
+            "request cycle and in front of it"
         )
-        ours, bare = sides["ours"], sides["bare"]
+        messages_before, claims_before = count_rows(stack)
+        specs = {"ours": ours_spec, "bare": bare_spec, "bare_in_front": in_front_spec}
+        sides = measure_in_turns(stack, server, specs, rounds=ROUNDS, progress=progress)
+        ours = sides["ours"]
         messages_after, claims_after = count_rows(stack)
         ours["distinct_updates"] = len(distinct_update_ids(stream_from(ours_spec["stream"])))
         # Under a deadline some updates may not have been sent, and a 5xx stores nothing (G3): the updates
@@ -151,19 +159,12 @@ def run(stack, *, counts, progress):
         ours["messages_stored"] = messages_after - messages_before
         ours["claims_stored"] = claims_after - claims_before
 
-        results[kind] = {"ours": ours, "bare": bare, "pool_max_size": POOL_MAX_SIZE}
+        results[kind] = {**sides, "pool_max_size": POOL_MAX_SIZE}
         if kind == "daphne":
-            # The same view served the webhook's way (like with like), and behind the browser middleware (as
-            # every view was served at first, before supportsite.machine_requests).
-            for number, (side, path, label) in enumerate(
-                (
-                    ("bare_in_front", BARE_IN_FRONT_PATH, "in front of Django"),
-                    ("bare_behind_middleware", BARE_BEHIND_MIDDLEWARE_PATH, "behind the browser middleware"),
-                )
-            ):
-                progress(f"webhook: {count} requests to the bare INSERT view {label} on {kind}")
-                spec = {**bare_spec, "targets": [f"{server.url}{path}"], "label": side}
-                spec["stream"] = {**bare_spec["stream"], "first_update_id": base + (3 + number) * 1_000_000}
-                results[kind][side] = measure(stack, server, spec)
+            # The earliest baseline: the same view behind the browser middleware, as every view was served at first.
+            progress(f"webhook: {count} requests to the bare INSERT view behind the browser middleware on {kind}")
+            behind = {**bare_spec, "targets": [f"{server.url}{BARE_BEHIND_MIDDLEWARE_PATH}"], "label": "behind"}
+            behind["stream"] = {**bare_spec["stream"], "first_update_id": base + 4_000_000}
+            results[kind]["bare_behind_middleware"] = measure(stack, server, behind)
         stack.stop(server)
     return results
