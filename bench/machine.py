@@ -88,51 +88,72 @@ def sent_rate(calls):
 
 def whole_machine(stack, *, customers, per_customer, progress, limits):
     """Two daphne processes and two workers, every update answered by a reply; ``limits``: Telegram's rate
-    limits for the run (RAISED_LIMITS, or {} for the defaults, at which the outbox drains at ~30/s)."""
+    limits for the run (RAISED_LIMITS, or {} for the defaults, at which the outbox drains at ~30/s).
+
+    As in the ingest ceiling, the processes are warmed up first (the bot's Application initialised, the pools
+    filled, the code paths loaded) by a few customers whose replies are sent before the measured stream
+    starts: a server in production is not started for each burst."""
     stack.reset_data()
     SandboxClient(stack.sandbox.url, BOT_TOKEN).reset()
     first_user_id = FIRST_USER_ID + 100_000_000
-    register_chats(stack, [first_user_id + number for number in range(customers)])
+    warmup = {"kind": "conversation", "customers": 50, "per_customer": 2, "duplicate_share": 0, "seed": 12}
+    warmup |= {"first_update_id": 59_000_000, "first_user_id": first_user_id + customers}
+    register_chats(stack, [first_user_id + number for number in range(customers + warmup["customers"])])
     servers = [stack.start_server("daphne", name=f"daphne-machine-{number}", **limits) for number in range(2)]
     workers = [stack.start_worker(name=f"worker-machine-{number}", **limits) for number in range(2)]
+    targets = [f"{server.url}/telegram/webhook/" for server in servers]
+    warmed = len(stream_from(warmup))
+    run_load("webhook", load_spec(targets, warmup, label="whole machine: warm-up", concurrency=64))
+    wait_for_replies(stack, warmed, 60, progress, "whole machine: warm-up")
     stream = {"kind": "conversation", "customers": customers, "per_customer": per_customer}
     stream |= {"duplicate_share": 0.1, "seed": 11, "first_update_id": 50_000_000, "first_user_id": first_user_id}
     expected = len(distinct_update_ids(stream_from(stream)))
-    targets = [f"{server.url}/telegram/webhook/" for server in servers]
     which = "Telegram's limits raised" if limits else "Telegram's default limits"
     progress(
         f"whole machine ({which}): {customers} customers x {per_customer} messages (+10% redeliveries) over "
         f"2 daphne, 2 workers, every update answered"
     )
     processes = {"servers": servers, "workers": workers, "sandbox": [stack.sandbox]}
+    calls_before, messages_before = len(sent_calls(stack)), _inbound_messages(stack)
     cpu_before = cpu_snapshot()
     started = time.monotonic()
     ingest = run_load("webhook", load_spec(targets, stream, label="whole machine", concurrency=64))
-    queued = sum(outbox_state(stack).values())
-    waited, state = wait_for_replies(stack, queued, 180, progress, "whole machine")
+    # What the ingest competed with: the workers' share of the cores while the updates came in.
+    cpu_ingested, ingest_wall_s = cpu_snapshot(), time.monotonic() - started
+    sent_during_ingest = len(sent_calls(stack)) - calls_before
+    queued = sum(outbox_state(stack).values()) - warmed
+    waited, state = wait_for_replies(stack, warmed + queued, 180, progress, "whole machine")
     total_s = time.monotonic() - started
     cpu = cpu_per_update(cpu_before, cpu_snapshot(), processes, expected)
     product_ms = sum(cpu[kind] for kind in PRODUCT_PROCESSES)
     calls = sent_calls(stack)
-    messages_in = _inbound_messages(stack)
+    messages_in = _inbound_messages(stack) - messages_before
+    order = order_violations(stack)
     stack.stop(*servers, *workers)
     return {
         "limits_raised": bool(limits),
+        "warmup_updates": warmed,
         "updates": ingest["requests"],
         "distinct_updates": expected,
         "ingest": ingest,
         "messages_stored": messages_in,
         "replies_expected": expected,
         "replies_queued": queued,
-        "outbox": state,
-        "replies_sent_to_telegram": len(calls),
-        # Telegram accepted more messages than replies were recorded as sent: some went out twice.
+        "outbox": state | {"sent": state.get("sent", 0) - warmed},
+        "replies_sent_to_telegram": len(calls) - calls_before,
+        # Telegram accepted more messages than replies were recorded as sent (the warm-up's included): some
+        # went out twice.
         "replies_doubled": len(calls) - state.get("sent", 0),
-        "order_violations": order_violations(stack),
-        "drain_per_second": sent_rate(calls),
+        "order_violations": order,
+        "drain_per_second": sent_rate(calls[calls_before:]),
         "seconds_until_all_sent": round(total_s, 1),
         "seconds_after_ingest": round(waited, 1),
         "cpu_ms_per_update": cpu,
+        "ingest_cpu_ms_per_update": cpu_per_update(cpu_before, cpu_ingested, processes, ingest["requests"]),
+        # Over the load process's whole life (its start included), not only its requests' span.
+        "ingest_cores_used": round((cpu_ingested[0] - cpu_before[0]) / ingest_wall_s, 2),
+        "ingest_wall_seconds": round(ingest_wall_s, 2),
+        "replies_sent_during_ingest": sent_during_ingest,
         # What these cores could ingest if every CPU cycle went to updates and their replies: with the bench's
         # own processes (load generator, sandbox) on them, and with only the product's.
         "cpu_bound_updates_per_second": round(os.cpu_count() * 1000 / cpu["total"], 1),

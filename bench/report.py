@@ -126,7 +126,8 @@ def _machine_notes(machine):
     stored = "yes" if machine["messages_stored"] == machine["ingest"]["distinct_accepted"] else "**NO**"
     cpu = machine["cpu_ms_per_update"]
     return [
-        f"- Whole machine ({limits}): messages stored {machine['messages_stored']} for "
+        f"- Whole machine ({limits}), after a warm-up of {machine['warmup_updates']} updates whose replies were "
+        f"sent before the measured stream: messages stored {machine['messages_stored']} for "
         f"{machine['ingest']['distinct_accepted']} distinct updates answered 200 (equal: {stored}); outbox "
         f"{machine['outbox']}. CPU per update with its reply, from the first POST until every reply was sent: "
         f"{cpu['total']} ms in all: servers {cpu['servers']}, workers {cpu['workers']}, PostgreSQL "
@@ -135,7 +136,24 @@ def _machine_notes(machine):
         f"most {machine['cpu_bound_updates_per_second']} updates/s; with only the product's processes on them "
         f"({machine['product_cpu_ms_per_update']} ms: servers, workers, PostgreSQL, Redis), at most "
         f"{machine['product_cpu_bound_updates_per_second']}.",
+        f"  - While the updates came in ({machine['ingest_wall_seconds']} s from starting the load to its end, "
+        f"{machine['ingest_cores_used']} cores busy, "
+        f"{machine['replies_sent_during_ingest']} replies sent meanwhile), CPU ms per request: "
+        + ", ".join(f"{_PROCESS_NAMES[kind]} {ms}" for kind, ms in machine["ingest_cpu_ms_per_update"].items())
+        + ".",
     ]
+
+
+_PROCESS_NAMES = {
+    "total": "in all",
+    "servers": "servers",
+    "workers": "workers",
+    "sandbox": "the sandbox",
+    "postgresql": "PostgreSQL",
+    "redis": "Redis",
+    "load_generator": "the load generator",
+    "other": "anything else",
+}
 
 
 def ceiling_rows(ceiling):
