@@ -11,17 +11,26 @@ project has one database), and related instances must already be saved.
 
 import functools
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg import pq
+
+
+def _connection():
+    # The connection itself, not django.db.connection: each attribute of that proxy is looked up in a
+    # thread-and-task local, and converting a row's values reads a dozen of them per field.
+    return connections[DEFAULT_DB_ALIAS]
 
 
 def columns(model, table_alias=None):
     """The model's concrete columns, qualified by ``table_alias`` if given, in the order ``load`` reads them."""
+    connection = _connection()
     return _columns(model, table_alias, connection.vendor)
 
 
 # Each cache below is keyed by the database vendor too: its SQL and converters are that vendor's.
 @functools.cache
 def _columns(model, table_alias, vendor):
+    connection = _connection()
     prefix = f"{table_alias}." if table_alias else ""
     return ", ".join(f"{prefix}{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
 
@@ -31,6 +40,7 @@ def _converters(model, vendor):
     """(position, column, the backend's converters, the field's) of each of the model's columns whose values
     need converting (SQLite's dates, JSON), as the ORM's compiler finds them. The backend's are kept unbound:
     bound, they would hold on to the connection of the thread that filled the cache."""
+    connection = _connection()
     found = []
     for position, field in enumerate(model._meta.concrete_fields):
         column = field.get_col(model._meta.db_table)
@@ -43,6 +53,7 @@ def _converters(model, vendor):
 
 def load(model, values):
     """The model instance of a row of ``columns(model, …)``, as a queryset would load it."""
+    connection = _connection()
     values = list(values)
     ops = connection.ops
     for position, column, backend, own in _converters(model, connection.vendor):
@@ -57,6 +68,7 @@ def load(model, values):
 
 @functools.cache
 def _insert_sql(model, count, vendor):
+    connection = _connection()
     meta = model._meta
     if meta.parents or any(field.generated or field.has_db_default() for field in meta.concrete_fields):
         raise TypeError(f"rows.insert stores plain models only (no parents, no database-made values): {model}.")
@@ -91,6 +103,7 @@ def insert_after(guard, *instances, refusal):
 
 def insert_statement(*instances):
     """``insert``'s statement, to send with others (``in_turn``); ``mark_inserted`` then takes the rows it returns."""
+    connection = _connection()
     model = type(instances[0])
     sql, fields = _insert_sql(model, len(instances), connection.vendor)
     params = [
@@ -102,6 +115,7 @@ def insert_statement(*instances):
 def mark_inserted(instances, keys):
     """Mark ``instances`` stored, with the keys of the rows ``insert_statement`` returned (a key the instance
     was given stays as it is: the database returns it in its own form, SQLite a UUID as hex text)."""
+    connection = _connection()
     for instance, (pk,) in zip(instances, keys, strict=True):
         if instance._meta.pk is instance._meta.auto_field:
             instance.pk = pk
@@ -112,6 +126,7 @@ def mark_inserted(instances, keys):
 def assignments(model, values):
     """The ``column = %s`` items of an UPDATE's SET storing ``values`` ({field name or attname: value}) as the
     ORM would store them, and their parameters."""
+    connection = _connection()
     fields = {name: model._meta.get_field(name) for name in values}
     items = [f"{connection.ops.quote_name(field.column)} = %s" for field in fields.values()]
     return items, [field.get_db_prep_save(values[name], connection) for name, field in fields.items()]
@@ -119,6 +134,7 @@ def assignments(model, values):
 
 def moment(value):
     """A datetime as a statement's parameter, as the ORM passes it (SQLite stores naive UTC text)."""
+    connection = _connection()
     return connection.ops.adapt_datetimefield_value(value)
 
 
@@ -138,6 +154,7 @@ def in_turn(*statements):
     it wrote, and what others committed while those waited for a lock, as if each were sent alone. An
     error stops the rest.
     """
+    connection = _connection()
     if len(statements) > 1 and not connection.in_atomic_block:
         # Alone they would commit one by one, together all or nothing: only a transaction makes them alike.
         raise RuntimeError("rows.in_turn sends several statements only inside a transaction.")
@@ -150,7 +167,7 @@ def in_turn(*statements):
             for number in range(len(statements)):
                 if number and not cursor.nextset():
                     raise RuntimeError(f"rows.in_turn sent {len(statements)} statements and got {number} results.")
-                results.append(_result(cursor))
+                results.append(_pg_result(cursor))
             if cursor.nextset():
                 raise RuntimeError(f"rows.in_turn sent {len(statements)} statements and got more results.")
         else:  # SQLite, and PostgreSQL's server-side binding, run one statement per call
@@ -162,3 +179,9 @@ def in_turn(*statements):
 
 def _result(cursor):
     return cursor.fetchall() if cursor.description is not None else cursor.rowcount
+
+
+def _pg_result(cursor):
+    # As _result, but psycopg's description would build an object for each of the result's columns only to
+    # say that there are rows.
+    return cursor.fetchall() if cursor.cursor.pgresult.status == pq.ExecStatus.TUPLES_OK else cursor.rowcount
