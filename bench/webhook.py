@@ -54,13 +54,15 @@ def load_spec(targets, stream, *, label, concurrency, deadline_s=240):
     }
 
 
-def measure(stack, server, spec):
-    """One load against ``server``: the load's summary plus the server's CPU and PostgreSQL connections."""
+def measure(stack, server, spec, *, settle=True):
+    """One load against ``server``: the load's summary plus the server's CPU and PostgreSQL connections (after
+    a pause if ``settle``: idle, the pool gives back what it does not keep)."""
     cpu_before = server.cpu_seconds()
     with ConnectionSampler(stack) as sampler:
         summary = run_load("webhook", spec)
     cpu = server.cpu_seconds() - cpu_before
-    time.sleep(2)  # idle: the pool gives back what it does not keep
+    if settle:
+        time.sleep(2)
     return _with_server_figures(summary, cpu, max(sampler.samples, default=0), sampler.count_now())
 
 
@@ -77,7 +79,9 @@ def measure_in_turns(stack, server, specs, *, rounds, progress):
             part = [count * number // rounds, count * (number + 1) // rounds]
             label = f"{spec['label']} (round {number + 1} of {rounds})"
             progress(f"webhook: {label}, requests {part[0]}-{part[1]}")
-            parts[side].append(measure(stack, server, {**spec, "part": part, "label": label}))
+            # Only each side's last round settles: its connections after are the ones reported.
+            settle = number == rounds - 1
+            parts[side].append(measure(stack, server, {**spec, "part": part, "label": label}, settle=settle))
     combined = {}
     for side, measured in parts.items():
         summary = combine(measured)
