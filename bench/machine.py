@@ -104,7 +104,9 @@ def whole_machine(stack, *, customers, per_customer, progress, limits):
     targets = [f"{server.url}/telegram/webhook/" for server in servers]
     warmed = len(stream_from(warmup))
     run_load("webhook", load_spec(targets, warmup, label="whole machine: warm-up", concurrency=64))
-    wait_for_replies(stack, warmed, 60, progress, "whole machine: warm-up")
+    _waited, warm = wait_for_replies(stack, warmed, 60, progress, "whole machine: warm-up")
+    if warm != {"sent": warmed}:
+        raise RuntimeError(f"The whole machine's warm-up did not send its {warmed} replies: outbox {warm}.")
     stream = {"kind": "conversation", "customers": customers, "per_customer": per_customer}
     stream |= {"duplicate_share": 0.1, "seed": 11, "first_update_id": 50_000_000, "first_user_id": first_user_id}
     expected = len(distinct_update_ids(stream_from(stream)))
@@ -141,9 +143,9 @@ def whole_machine(stack, *, customers, per_customer, progress, limits):
         "replies_queued": queued,
         "outbox": state | {"sent": state.get("sent", 0) - warmed},
         "replies_sent_to_telegram": len(calls) - calls_before,
-        # Telegram accepted more messages than replies were recorded as sent (the warm-up's included): some
-        # went out twice.
-        "replies_doubled": len(calls) - state.get("sent", 0),
+        # Telegram accepted more messages than replies were recorded as sent: some went out twice.
+        "replies_doubled": (len(calls) - calls_before) - (state.get("sent", 0) - warmed),
+        "warmup_replies_doubled": calls_before - warmed,
         "order_violations": order,
         "drain_per_second": sent_rate(calls[calls_before:]),
         "seconds_until_all_sent": round(total_s, 1),

@@ -127,7 +127,8 @@ def _machine_notes(machine):
     cpu = machine["cpu_ms_per_update"]
     return [
         f"- Whole machine ({limits}), after a warm-up of {machine['warmup_updates']} updates whose replies were "
-        f"sent before the measured stream: messages stored {machine['messages_stored']} for "
+        f"sent before the measured stream ({machine['warmup_replies_doubled']} of them doubled): messages stored "
+        f"{machine['messages_stored']} for "
         f"{machine['ingest']['distinct_accepted']} distinct updates answered 200 (equal: {stored}); outbox "
         f"{machine['outbox']}. CPU per update with its reply, from the first POST until every reply was sent: "
         f"{cpu['total']} ms in all: servers {cpu['servers']}, workers {cpu['workers']}, PostgreSQL "
