@@ -138,23 +138,10 @@ def _machine_notes(machine):
         f"({machine['product_cpu_ms_per_update']} ms: servers, workers, PostgreSQL, Redis), at most "
         f"{machine['product_cpu_bound_updates_per_second']}.",
         f"  - While the updates came in ({machine['ingest_wall_seconds']} s from starting the load to its end, "
-        f"{machine['ingest_cores_used']} cores busy, "
-        f"{machine['replies_sent_during_ingest']} replies sent meanwhile), CPU ms per request: "
-        + ", ".join(f"{_PROCESS_NAMES[kind]} {ms}" for kind, ms in machine["ingest_cpu_ms_per_update"].items())
-        + ".",
+        f"{machine['ingest_cores_used']} cores busy, {machine['replies_sent_during_ingest']} replies sent "
+        f"meanwhile), CPU ms per request: in all {machine['ingest_cpu_ms_per_update']['total']}, "
+        f"{_cpu_parts(machine['ingest_cpu_ms_per_update'])}.",
     ]
-
-
-_PROCESS_NAMES = {
-    "total": "in all",
-    "servers": "servers",
-    "workers": "workers",
-    "sandbox": "the sandbox",
-    "postgresql": "PostgreSQL",
-    "redis": "Redis",
-    "load_generator": "the load generator",
-    "other": "anything else",
-}
 
 
 def ceiling_rows(ceiling):

@@ -8,10 +8,10 @@ also drop and re-add each foreign key, checking every row of the two largest tab
 import django.db.models.deletion
 from django.db import migrations, models
 
-# (table, index) as Django named them when it created the foreign keys.
+# (model, its ticket's related_name, its table, the index) as Django named it when it created the foreign key.
 INDEXES = [
-    ("tickets_message", "tickets_message_ticket_id_a1134910"),
-    ("tickets_ticketevent", "tickets_ticketevent_ticket_id_b572d14b"),
+    ("message", "messages", "tickets_message", "tickets_message_ticket_id_a1134910"),
+    ("ticketevent", "events", "tickets_ticketevent", "tickets_ticketevent_ticket_id_b572d14b"),
 ]
 
 
@@ -20,12 +20,12 @@ def _concurrently(schema_editor):
 
 
 def drop_indexes(apps, schema_editor):
-    for _table, index in INDEXES:
+    for *_, index in INDEXES:
         schema_editor.execute(f'DROP INDEX{_concurrently(schema_editor)} IF EXISTS "{index}"')
 
 
 def create_indexes(apps, schema_editor):
-    for table, index in INDEXES:
+    for *_, table, index in INDEXES:
         schema_editor.execute(
             f'CREATE INDEX{_concurrently(schema_editor)} IF NOT EXISTS "{index}" ON "{table}" ("ticket_id")'
         )
@@ -42,25 +42,16 @@ class Migration(migrations.Migration):
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.AlterField(
-                    model_name="message",
+                    model_name=model,
                     name="ticket",
                     field=models.ForeignKey(
                         db_index=False,
                         on_delete=django.db.models.deletion.CASCADE,
-                        related_name="messages",
+                        related_name=related_name,
                         to="tickets.ticket",
                     ),
-                ),
-                migrations.AlterField(
-                    model_name="ticketevent",
-                    name="ticket",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="events",
-                        to="tickets.ticket",
-                    ),
-                ),
+                )
+                for model, related_name, *_ in INDEXES
             ],
             database_operations=[migrations.RunPython(drop_indexes, create_indexes)],
         ),
