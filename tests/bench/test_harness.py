@@ -1,6 +1,7 @@
 """The benchmark harness's own pieces, run cheaply so that `make bench` cannot rot. Nothing here is timed:
 the figures come from `make bench`; these tests check that its counting, its baselines and its probes work."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from bench import profiling, report
+from bench import load, profiling, report
 from bench.endpoints import BARE_BEHIND_MIDDLEWARE_PATH, BARE_IN_FRONT_PATH, BARE_PATH
 from bench.relay import RELAY_GROUP, RELAY_MESSAGE_TYPE, RELAY_PATH
 from bench.stats import RequestLog, combine, last_receiver_latencies, percentile, summarize
@@ -113,6 +114,55 @@ def test_the_conversation_stream_answers_every_update_and_keeps_each_customers_m
         assert message_ids == [1, 2, 3]
     first_contact = conversation_stream(5, 1, 0, seed=2, first_update_id=1, first_user_id=500)
     assert {update["message"]["text"][0] for _, update in first_contact} != {"/"}
+
+
+# --- The load generator's client ----------------------------------------------------------------------------
+
+
+ANSWERS = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3;x=1\r\n!!!\r\n0\r\n\r\n",
+    # The server closes the connection after each of these three.
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
+    b"HTTP/1.1 200 OK\r\n\r\nuntil the end",  # a body the closed connection ends
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut",  # broken off
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+]
+
+
+def test_the_load_generators_client_reads_each_way_an_answer_can_end_and_reconnects_after_a_close():
+    """Each answer is framed differently; a request after an answer that closed, or broke off, the connection
+    goes out on a new one, and every request's body reaches the server whole."""
+
+    async def scenario():
+        bodies, connections = [], []
+        answers = iter(ANSWERS)
+
+        async def serve(reader, writer):
+            connections.append(writer)
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length:"))[15:])
+                bodies.append(await reader.readexactly(length))
+                answer = next(answers)
+                writer.write(answer)
+                if answer in (ANSWERS[2], ANSWERS[3], ANSWERS[4]):
+                    writer.close()
+                    return
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        requests = [(NEW, number, json.dumps({"n": number}).encode()) for number in range(len(ANSWERS))]
+        async with server:
+            log = await load.post_all(
+                requests, targets=[f"http://127.0.0.1:{port}/hook"], concurrency=1, secret="s", deadline_s=30, label="t"
+            )
+        return log, bodies, len(connections)
+
+    log, bodies, connections = asyncio.run(scenario())
+
+    assert log.statuses[NEW] == {200: 3, 503: 1, "IncompleteReadError": 1, 204: 1}
+    assert bodies == [json.dumps({"n": number}).encode() for number in range(len(ANSWERS))]
+    assert connections == 4  # one for the first three answers, then one after each close
 
 
 # --- Profiles and round trips ------------------------------------------------------------------------------
