@@ -19,9 +19,18 @@ from .stats import RequestLog
 from .traffic import stream_from
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105  (a header name)
-REQUEST_TIMEOUT_S = 60
-# What ends one request with its error's name as its status (the connection is opened afresh for the next).
-BROKEN_EXCHANGE = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
+REQUEST_TIMEOUT_S = 60  # aiohttp's total timeout, which the load generator used before
+# What ends one request with its error's name as its status (the connection is opened afresh for the next):
+# the connection lost or broken off, an answer that is not HTTP. uvloop raises RuntimeError on writing to a
+# transport the peer has reset.
+BROKEN_EXCHANGE = (
+    OSError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+    ValueError,
+    IndexError,
+    RuntimeError,
+)
 
 
 def progress(message):
@@ -76,22 +85,24 @@ class KeepAlive:
     def __init__(self, url, headers):
         parts = urllib.parse.urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
-        lines = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}"]
+        if parts.scheme != "http":
+            raise ValueError(f"the load generator speaks plain HTTP, not {parts.scheme}: {url}")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self.head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.reader = self.writer = None
 
     async def post(self, body):
         """The response's status code, once its body is read."""
+        if self.writer is not None and (self.reader.at_eof() or self.writer.is_closing()):
+            self.close()  # the server closed it after its last answer without saying so
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(b"%s%d\r\n\r\n%s" % (self.head, len(body), body))
-        status_line = await self.reader.readuntil(b"\r\n")
-        status = int(status_line.split(b" ", 2)[1])
-        headers = {}
-        while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip().lower()
+        status, headers = await self._head()
+        while status < 200:  # an interim answer (100 Continue): the final one follows
+            status, headers = await self._head()
         if b"chunked" in headers.get(b"transfer-encoding", b""):
             while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
                 await self.reader.readexactly(size + 2)
@@ -102,9 +113,18 @@ class KeepAlive:
         elif status >= 200 and status not in (204, 304):
             await self.reader.read()  # a body that ends with the connection
             headers[b"connection"] = b"close"
-        if headers.get(b"connection") == b"close":
+        if b"close" in (token.strip() for token in headers.get(b"connection", b"").split(b",")):
             self.close()
         return status
+
+    async def _head(self):
+        """The status code and headers (names and values lowercased) of the next answer."""
+        status = int((await self.reader.readuntil(b"\r\n")).split(b" ", 2)[1])
+        headers = {}
+        while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip().lower()
+        return status, headers
 
     def close(self):
         if self.writer is not None:

@@ -121,11 +121,13 @@ def test_the_conversation_stream_answers_every_update_and_keeps_each_customers_m
 
 ANSWERS = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3;x=1\r\n!!!\r\n0\r\n\r\n",
-    # The server closes the connection after each of these three.
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3;x=1\r\n!!!\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n",
+    # The server closes the connection after each of these four.
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: keep-alive, close\r\n\r\nbusy",
     b"HTTP/1.1 200 OK\r\n\r\nuntil the end",  # a body the closed connection ends
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut",  # broken off
+    b"garbage\r\n",  # not HTTP
     b"HTTP/1.1 204 No Content\r\n\r\n",
 ]
 
@@ -140,12 +142,16 @@ def test_the_load_generators_client_reads_each_way_an_answer_can_end_and_reconne
 
         async def serve(reader, writer):
             connections.append(writer)
-            while head := await reader.readuntil(b"\r\n\r\n"):
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return  # the client closed the connection
                 length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length:"))[15:])
                 bodies.append(await reader.readexactly(length))
                 answer = next(answers)
                 writer.write(answer)
-                if answer in (ANSWERS[2], ANSWERS[3], ANSWERS[4]):
+                if answer in ANSWERS[3:7]:
                     writer.close()
                     return
 
@@ -160,9 +166,9 @@ def test_the_load_generators_client_reads_each_way_an_answer_can_end_and_reconne
 
     log, bodies, connections = asyncio.run(scenario())
 
-    assert log.statuses[NEW] == {200: 3, 503: 1, "IncompleteReadError": 1, 204: 1}
+    assert log.statuses[NEW] == {200: 3, 202: 1, 503: 1, "IncompleteReadError": 1, "IndexError": 1, 204: 1}
     assert bodies == [json.dumps({"n": number}).encode() for number in range(len(ANSWERS))]
-    assert connections == 4  # one for the first three answers, then one after each close
+    assert connections == 5  # one for the first four answers, then one after each close and after the garbage
 
 
 # --- Profiles and round trips ------------------------------------------------------------------------------
