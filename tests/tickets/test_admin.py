@@ -6,7 +6,8 @@ from html.parser import HTMLParser
 from io import StringIO
 
 import pytest
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.admin import ModelAdmin
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
@@ -598,6 +599,21 @@ def run_action(client, action, tickets):
     return client.post(
         TICKETS_URL, {"action": action, "_selected_action": [ticket.pk for ticket in tickets]}, follow=True
     )
+
+
+@pytest.mark.parametrize(("url", "model"), [(TICKETS_URL, Ticket), (CUSTOMERS_URL, Customer)])
+def test_each_row_has_the_checkbox_djangos_widget_renders(admin_client, url, model):
+    customer_writes(1)
+    customer_writes(2, first_name="<b>\"Zoë\"</b> & 'co'")
+
+    # A superuser: only agents who may forget customers have the customer list's action, and its checkboxes.
+    page = admin_client.get(url).content.decode()
+
+    # tickets.admin.PlainActionCheckbox writes the input that the form widget's templates render.
+    model_admin = admin.site._registry[model]
+    for obj in model.objects.all():
+        assert ModelAdmin.action_checkbox(model_admin, obj) in page
+    assert page.count('class="action-select"') == model.objects.count()
 
 
 def test_assign_to_me(agent_client, agent, other_agent):
