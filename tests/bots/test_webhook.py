@@ -333,6 +333,21 @@ def test_database_unavailable_answers_503_and_the_redelivery_stores_the_update_o
     assert Message.objects.filter(direction="in", text="is anyone there?").count() == 1
 
 
+def test_a_form_body_reaches_the_application_unparsed_by_daphne(start_server):
+    # Twisted parses a POST's form body (urlencoded or multipart) on the event loop before daphne calls the
+    # application, and answers 400 itself to a multipart body it cannot parse; daphne's request class
+    # (supportsite.body_limit) hands the body on as it came, so the webhook's own answer comes back.
+    server = start_server()
+    response = httpx.post(
+        f"{server.url}/telegram/webhook/",
+        content=b"not a multipart body",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        timeout=30,
+    )
+
+    assert response.status_code == 403  # the webhook's answer to a request without its secret
+
+
 @pytest.mark.parametrize(
     "head",
     [
