@@ -1,4 +1,5 @@
-"""The desk in a real browser: agents' pages live against daphne, the worker and the sandbox customer."""
+"""The desk in a real browser: agents' pages live against daphne, the worker and the sandbox customer; and the
+admin's ticket list with its actions."""
 
 import asyncio
 
@@ -221,3 +222,19 @@ async def test_a_failed_reply_says_why_and_can_be_re_sent(desk, agents):
     await expect(reply.locator(".tick")).to_have_text("✓ Sent")
     chat = await blocking(desk.bot.chat, 507)
     assert [message.get("text") for message in chat].count("Your refund is on its way") == 1
+
+
+async def test_the_admin_ticket_list_selects_its_rows_and_runs_an_action_on_them(desk, agents):
+    for user_id, name in ((521, "Ivy"), (522, "Noah")):
+        await customer_writes(desk, user_id, "Hello", first_name=name)
+    page = await desk.open(agents.alice, reverse("admin:tickets_ticket_changelist"))
+
+    # Django's actions script works the rows' checkboxes (tickets.admin.PlainActionCheckbox writes them).
+    await page.locator("#action-toggle").check()
+    await expect(page.locator("input.action-select:checked")).to_have_count(2)
+    await expect(page.locator(".action-counter")).to_contain_text("2 of 2 selected")
+    await page.select_option("select[name=action]", "assign_to_me")
+    await page.get_by_role("button", name="Go").click()
+
+    await expect(page.locator(".messagelist")).to_contain_text("Assigned to you")
+    assert await blocking(Ticket.objects.filter(assignee=agents.alice).count) == 2
