@@ -63,8 +63,8 @@ class AnnouncedWhenDone:
 
 class PlainActionCheckbox:
     """A list's row checkbox written at once. Django renders it through the form widget's three templates, a
-    third of a 50-row ticket list's rendering (bench/profiles/admin-changelist-before.txt); the input is the
-    same."""
+    quarter to a half of a 50-row ticket list's rendering (bench/profiles/admin-changelist-before.txt); the
+    input is the same."""
 
     def action_checkbox(self, obj):
         return format_html(
