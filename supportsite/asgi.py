@@ -16,11 +16,11 @@ from django.conf import settings  # noqa: E402
 
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
-from .body_limit import BodySizeLimit, limit_daphne_request_bodies  # noqa: E402
+from .body_limit import BodySizeLimit, install_daphne_request_class  # noqa: E402
 from .machine_requests import MachineRequests  # noqa: E402
 from .worker_in_server import WorkerInServer  # noqa: E402
 
-limit_daphne_request_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+install_daphne_request_class(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 application = ProtocolTypeRouter(
     {

@@ -2,7 +2,7 @@
 
 daphne accepts bodies of any size and Django's ASGI handler spools the whole body before a view
 runs, so a limit checked in the view comes too late. Two layers answer 413 instead: daphne's own
-request class, before it buffers the body (limit_daphne_request_bodies), and an ASGI middleware
+request class, before it buffers the body (install_daphne_request_class), and an ASGI middleware
 for any other server (BodySizeLimit). A reverse proxy's limit in front is still good practice.
 daphne's request class also leaves form bodies to Django instead of parsing them first.
 """
@@ -67,7 +67,7 @@ class BodySizeLimit:
                 await _send_413(send, self.max_bytes)
 
 
-def limit_daphne_request_bodies(max_bytes):
+def install_daphne_request_class(max_bytes):
     """Make daphne itself refuse an oversized body as it arrives, before buffering any more of it.
 
     daphne hands the ASGI app a request only once its whole body has arrived, and then queues all of
@@ -75,11 +75,9 @@ def limit_daphne_request_bodies(max_bytes):
     swaps in a request class that answers 413 and closes the connection as soon as the declared
     length, or the bytes received so far, exceed ``max_bytes`` (as Twisted does with bad requests).
 
-    The class also keeps Twisted from parsing a form body (urlencoded or multipart) into ``request.args``,
-    which daphne never reads: it hands the application the raw body. Twisted would do it on the event
-    loop, for every POST of a form type, before the application is called: about 70 ms for a urlencoded
-    body of 1 MiB and 200 ms for a multipart one, during which every socket of the process waits, and a
-    400 of its own for a multipart body it cannot parse.
+    The class also keeps Twisted from parsing a form body into ``request.args``, which daphne never reads
+    (the application gets the raw body): Twisted would do it on the event loop, every socket of the process
+    waiting, and answer 400 itself to a multipart body it cannot parse. docs/performance.md has the costs.
     """
     from daphne import http_protocol
 
@@ -87,7 +85,7 @@ def limit_daphne_request_bodies(max_bytes):
         http_protocol.WebRequest.max_body_bytes = max_bytes
         return
 
-    class BodyLimitedWebRequest(http_protocol.WebRequest):
+    class SupportsiteWebRequest(http_protocol.WebRequest):
         max_body_bytes = max_bytes
         body_bytes = 0
         refused = False
@@ -125,4 +123,4 @@ def limit_daphne_request_bodies(max_bytes):
             self.channel.transport.write(head.encode() + body)
             self.channel.loseConnection()
 
-    http_protocol.WebRequest = BodyLimitedWebRequest
+    http_protocol.WebRequest = SupportsiteWebRequest

@@ -62,9 +62,8 @@ class AnnouncedWhenDone:
 
 
 class PlainActionCheckbox:
-    """A list's row checkbox written at once. Django renders it through the form widget's three templates, a
-    quarter to a half of a 50-row ticket list's rendering (bench/profiles/admin-changelist-before.txt); the
-    input is the same."""
+    """A list's row checkbox written at once, the same input Django renders through the form widget's three
+    templates for each row: those were the costliest cell of the ticket list (docs/performance.md)."""
 
     def action_checkbox(self, obj):
         return format_html(

@@ -604,7 +604,7 @@ def run_action(client, action, tickets):
 @pytest.mark.parametrize(("url", "model"), [(TICKETS_URL, Ticket), (CUSTOMERS_URL, Customer)])
 def test_each_row_has_the_checkbox_djangos_widget_renders(admin_client, url, model):
     customer_writes(1)
-    customer_writes(2, first_name="<b>\"Zoë\"</b> & 'co'")
+    customer_writes(2, text="<i>\"Why\"</i> & 'when'?", first_name="<b>\"Zoë\"</b> & 'co'")
 
     # A superuser: only agents who may forget customers have the customer list's action, and its checkboxes.
     page = admin_client.get(url).content.decode()
