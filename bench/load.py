@@ -19,7 +19,7 @@ from .stats import RequestLog
 from .traffic import stream_from
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105  (a header name)
-REQUEST_TIMEOUT_S = 60  # aiohttp's total timeout, which the load generator used before
+REQUEST_TIMEOUT_S = 60  # a request that hangs is counted as failed instead of holding up the whole run
 # What ends one request with its error's name as its status (the connection is opened afresh for the next):
 # the connection lost or broken off, an answer that is not HTTP. uvloop raises RuntimeError on writing to a
 # transport the peer has reset.

@@ -610,7 +610,7 @@ def test_each_row_has_the_checkbox_djangos_widget_renders(admin_client, url, mod
     page = admin_client.get(url).content.decode()
 
     # tickets.admin.PlainActionCheckbox writes the input that the form widget's templates render.
-    model_admin = admin.site._registry[model]
+    model_admin = admin.site.get_model_admin(model)
     for obj in model.objects.all():
         assert ModelAdmin.action_checkbox(model_admin, obj) in page
     assert page.count('class="action-select"') == model.objects.count()
