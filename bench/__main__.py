@@ -22,7 +22,7 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
     if "webhook" in workloads:
         # uvicorn's run is shorter: it answers which server to run, the daphne run carries the full count.
         counts = {"daphne": 300, "uvicorn": 300} if quick else {"daphne": 10_000, "uvicorn": 3_000}
-        results["webhook"] = webhook.run(stack, counts=counts, progress=progress)
+        results["webhook"] = webhook.run(stack, counts=counts, rounds=2 if quick else 4, progress=progress)
     if "fanout" in workloads:
         clients, events, typing_seconds = (30, 20, 1) if quick else (200, 200, 5)
         results["fanout"] = fanout.run(
@@ -47,7 +47,7 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
         )
         results["first_contact"] = machine.first_contact_burst(stack, customers=60 if quick else 300, progress=progress)
         results["backlog"] = [
-            machine.queued_backlog(stack, customers=120 if quick else 300, telegram_latency=latency, progress=progress)
+            machine.queued_backlog(stack, customers=60 if quick else 300, telegram_latency=latency, progress=progress)
             for latency in (0, machine.TELEGRAM_LATENCY)
         ]
     if "datascale" in workloads:

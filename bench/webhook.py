@@ -12,8 +12,6 @@ from .stats import combine
 from .traffic import distinct_update_ids, stream_from
 
 POOL_MAX_SIZE = 10
-# The webhook and the bare view take turns in this many rounds each (measure_in_turns).
-ROUNDS = 4
 
 
 def run_load(mode, spec, env=None):
@@ -54,16 +52,20 @@ def load_spec(targets, stream, *, label, concurrency, deadline_s=240):
     }
 
 
-def measure(stack, server, spec, *, settle=True):
-    """One load against ``server``: the load's summary plus the server's CPU and PostgreSQL connections (after
-    a pause if ``settle``: idle, the pool gives back what it does not keep)."""
+def measure(stack, server, spec):
+    """One load against ``server``: the load's summary plus the server's CPU and the most PostgreSQL connections
+    seen meanwhile (``connections_after`` adds those left once it idles)."""
     cpu_before = server.cpu_seconds()
     with ConnectionSampler(stack) as sampler:
         summary = run_load("webhook", spec)
-    cpu = server.cpu_seconds() - cpu_before
-    if settle:
-        time.sleep(2)
-    return _with_server_figures(summary, cpu, max(sampler.samples, default=0), sampler.count_now())
+    return _with_server_figures(summary, server.cpu_seconds() - cpu_before, max(sampler.samples, default=0))
+
+
+def connections_after(stack):
+    """PostgreSQL's connections to the database after a pause with no load (idle, the pool gives back what it
+    does not keep). One count per server process: every side measured on it shares its pool."""
+    time.sleep(2)
+    return ConnectionSampler(stack).count_now()
 
 
 def measure_in_turns(stack, server, specs, *, rounds, progress):
@@ -79,31 +81,28 @@ def measure_in_turns(stack, server, specs, *, rounds, progress):
             part = [count * number // rounds, count * (number + 1) // rounds]
             label = f"{spec['label']} (round {number + 1} of {rounds})"
             progress(f"webhook: {label}, requests {part[0]}-{part[1]}")
-            # Only each side's last round settles: its connections after are the ones reported.
-            settle = number == rounds - 1
-            parts[side].append(measure(stack, server, {**spec, "part": part, "label": label}, settle=settle))
+            parts[side].append(measure(stack, server, {**spec, "part": part, "label": label}))
     combined = {}
     for side, measured in parts.items():
         summary = combine(measured)
         cpu = sum(part["server_cpu_s"] for part in measured)
         connections = max(part["pg_connections_max"] for part in measured)
-        combined[side] = _with_server_figures(summary, cpu, connections, measured[-1]["pg_connections_after"])
+        combined[side] = _with_server_figures(summary, cpu, connections)
         combined[side]["per_second_by_round"] = [part["per_second"] for part in measured]
     return combined
 
 
-def _with_server_figures(summary, cpu, connections_max, connections_after):
+def _with_server_figures(summary, cpu, connections_max):
     return summary | {
         "server_cpu_s": round(cpu, 2),
         "cpu_ms_per_request": round(cpu * 1000 / summary["requests"], 2) if summary["requests"] else None,
         "cores_used": round(cpu / summary["seconds"], 2) if summary["seconds"] else None,
         "pg_connections_max": connections_max,
-        "pg_connections_after": connections_after,
     }
 
 
-def run(stack, *, counts, progress):
-    """``counts``: {server kind: requests per endpoint}."""
+def run(stack, *, counts, rounds, progress):
+    """``counts``: {server kind: requests per endpoint}, sent in ``rounds`` turns (measure_in_turns)."""
     results = {}
     for number, (kind, count) in enumerate(counts.items()):
         stack.reset_data()
@@ -154,7 +153,7 @@ def run(stack, *, counts, progress):
         )
         messages_before, claims_before = count_rows(stack)
         specs = {"ours": ours_spec, "bare": bare_spec, "bare_in_front": in_front_spec}
-        sides = measure_in_turns(stack, server, specs, rounds=ROUNDS, progress=progress)
+        sides = measure_in_turns(stack, server, specs, rounds=rounds, progress=progress)
         ours = sides["ours"]
         messages_after, claims_after = count_rows(stack)
         ours["distinct_updates"] = len(distinct_update_ids(stream_from(ours_spec["stream"])))
@@ -170,5 +169,9 @@ def run(stack, *, counts, progress):
             behind = {**bare_spec, "targets": [f"{server.url}{BARE_BEHIND_MIDDLEWARE_PATH}"], "label": "behind"}
             behind["stream"] = {**bare_spec["stream"], "first_update_id": base + 4_000_000}
             results[kind]["bare_behind_middleware"] = measure(stack, server, behind)
+        after = connections_after(stack)
+        for side in ("ours", "bare", "bare_in_front", "bare_behind_middleware"):
+            if side in results[kind]:
+                results[kind][side]["pg_connections_after"] = after
         stack.stop(server)
     return results
