@@ -66,7 +66,7 @@ def run_workloads(stack, workloads, quick, profile_label, progress):
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller counts: a check of 2-3 minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller counts: a check of about 2 minutes")
     parser.add_argument(
         "--only", default=",".join(WORKLOADS), help=f"comma-separated, of {WORKLOADS + EXTRA_WORKLOADS}"
     )

@@ -96,11 +96,9 @@ def whole_machine(stack, *, customers, per_customer, progress, limits):
     stack.reset_data()
     SandboxClient(stack.sandbox.url, BOT_TOKEN).reset()
     first_user_id = FIRST_USER_ID + 100_000_000
-    # 50 customers for the full run; fewer for a quick one, whose stream is hardly larger (their replies are
-    # sent at Telegram's 30/s before the stream starts).
+    # 50 customers, or a third of a quick run's: the warm-up's replies go out at Telegram's 30/s before the stream.
     warmup = {"kind": "conversation", "customers": min(50, customers // 3), "per_customer": 2, "duplicate_share": 0}
-    warmup["seed"] = 12
-    warmup |= {"first_update_id": 59_000_000, "first_user_id": first_user_id + customers}
+    warmup |= {"seed": 12, "first_update_id": 59_000_000, "first_user_id": first_user_id + customers}
     register_chats(stack, [first_user_id + number for number in range(customers + warmup["customers"])])
     servers = [stack.start_server("daphne", name=f"daphne-machine-{number}", **limits) for number in range(2)]
     workers = [stack.start_worker(name=f"worker-machine-{number}", **limits) for number in range(2)]

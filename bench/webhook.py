@@ -62,8 +62,9 @@ def measure(stack, server, spec):
 
 
 def connections_after(stack):
-    """PostgreSQL's connections to the database after a pause with no load (idle, the pool gives back what it
-    does not keep). One count per server process: every side measured on it shares its pool."""
+    """PostgreSQL's connections to the database a moment after the load ended: what the server holds idle (its
+    pool keeps its connections, up to its maximum, for ten minutes) and what a leak would have left. One count
+    per server process: every side measured on it shares its pool."""
     time.sleep(2)
     return ConnectionSampler(stack).count_now()
 
@@ -170,7 +171,7 @@ def run(stack, *, counts, rounds, progress):
             behind["stream"] = {**bare_spec["stream"], "first_update_id": base + 4_000_000}
             results[kind]["bare_behind_middleware"] = measure(stack, server, behind)
         after = connections_after(stack)
-        for side in ("ours", "bare", "bare_in_front", "bare_behind_middleware"):
+        for side in (*specs, "bare_behind_middleware"):
             if side in results[kind]:
                 results[kind][side]["pg_connections_after"] = after
         stack.stop(server)
