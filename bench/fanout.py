@@ -46,7 +46,9 @@ def run(stack, *, clients, events, rate, typing_rate, typing_seconds, progress):
         stack.reset_data()
         log_key = f"{stack.prefix}:bench:broadcasts"
         env = {"BENCH_CHANNEL_LAYER": layer, "BENCH_BROADCAST_LOG": log_key}
-        servers = [stack.start_server("daphne", name=f"daphne-fanout-{layer}-{number}", **env) for number in range(2)]
+        servers = stack.start_together(
+            *(stack.spawn_server("daphne", f"daphne-fanout-{layer}-{number}", **env) for number in range(2))
+        )
         common = {"clients": clients, "events": events, "rate": rate}
         common |= {"typing_rate": typing_rate, "typing_seconds": typing_seconds}
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -53,6 +54,7 @@ class Process:
     popen: subprocess.Popen
     log_path: Path
     url: str = ""
+    is_up: Callable[[], bool] = lambda: True  # its readiness check (Stack.start_together)
 
     @property
     def pid(self):
@@ -176,6 +178,14 @@ class Stack:
 
     def start_server(self, server="daphne", name=None, **env):
         """daphne (or uvicorn) serving bench.asgi on a free port; returns once /healthz answers."""
+        return self.start_together(self.spawn_server(server, name, **env))[0]
+
+    def start_worker(self, name=None, **env):
+        """``manage.py worker``; returns once it has beaten (it is up), so its start-up is no workload's."""
+        return self.start_together(self.spawn_worker(name, **env))[0]
+
+    def spawn_server(self, server="daphne", name=None, **env):
+        """``start_server``'s process, not yet waited for (``start_together``)."""
         port = free_port()
         if server == "daphne":
             args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.asgi:application"]
@@ -185,16 +195,23 @@ class Stack:
             args += ["--loop", "uvloop", "--http", "httptools"]
         process = self.spawn(name or f"{server}-{port}", args, self.env(**env))
         process.url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: self._alive(process) and _answers(f"{process.url}/healthz"), 30, f"{server} on {port}")
+        process.is_up = lambda: _answers(f"{process.url}/healthz")
         return process
 
-    def start_worker(self, name=None, **env):
-        """``manage.py worker``; returns once it has beaten (it is up), so its start-up is no workload's."""
+    def spawn_worker(self, name=None, **env):
+        """``start_worker``'s process, not yet waited for (``start_together``)."""
         args = [sys.executable, "manage.py", "worker", "--interval", "0.1", "--no-startup-delay"]
         process = self.spawn(name or f"worker-{len(self.processes)}", args, self.env(**env))
         beaten = "SELECT count(*) FROM ops_workerheartbeat WHERE pid = %s"
-        wait_for(lambda: self._alive(process) and self.sql(beaten, [process.popen.pid])[0][0], 30, f"{process.name}")
+        process.is_up = lambda: self.sql(beaten, [process.pid])[0][0]
         return process
+
+    def start_together(self, *processes):
+        """Wait until every one of the spawned ``processes`` is up: they start side by side, each on its own core
+        when it can, instead of one after the other. Returns them."""
+        for process in processes:
+            wait_for(lambda process=process: self._alive(process) and process.is_up(), 30, process.name)
+        return list(processes)
 
     def _alive(self, process):
         if process.popen.poll() is not None:
