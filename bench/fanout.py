@@ -46,7 +46,7 @@ def run(stack, *, clients, events, rate, typing_rate, typing_seconds, progress):
         stack.reset_data()
         log_key = f"{stack.prefix}:bench:broadcasts"
         env = {"BENCH_CHANNEL_LAYER": layer, "BENCH_BROADCAST_LOG": log_key}
-        servers = stack.start_together(
+        servers = stack.wait_until_up(
             *(stack.spawn_server("daphne", f"daphne-fanout-{layer}-{number}", **env) for number in range(2))
         )
         common = {"clients": clients, "events": events, "rate": rate}

@@ -102,7 +102,7 @@ def whole_machine(stack, *, customers, per_customer, progress, limits):
     register_chats(stack, [first_user_id + number for number in range(customers + warmup["customers"])])
     servers = [stack.spawn_server("daphne", f"daphne-machine-{number}", **limits) for number in range(2)]
     workers = [stack.spawn_worker(f"worker-machine-{number}", **limits) for number in range(2)]
-    stack.start_together(*servers, *workers)
+    stack.wait_until_up(*servers, *workers)
     targets = [f"{server.url}/telegram/webhook/" for server in servers]
     warmed = len(stream_from(warmup))
     run_load("webhook", load_spec(targets, warmup, label="whole machine: warm-up", concurrency=64))
@@ -177,7 +177,7 @@ def ingest_ceiling(stack, *, customers, per_customer, rounds, progress):
     Per side: the rate, latencies and the whole machine's CPU per request; and the bare view's rate is what
     any view, however lean, could ingest here."""
     stack.reset_data()
-    servers = stack.start_together(*(stack.spawn_server("daphne", f"daphne-ceiling-{number}") for number in range(2)))
+    servers = stack.wait_until_up(*(stack.spawn_server("daphne", f"daphne-ceiling-{number}") for number in range(2)))
     paths = {"webhook": "/telegram/webhook/", "bare": BARE_IN_FRONT_PATH}
     # The bare view stores every request it is sent (a redelivery would break its unique row): no duplicates.
     duplicates = {"webhook": 0.1, "bare": 0}
@@ -272,7 +272,7 @@ def cpu_per_update(before, after, processes, updates):
 
 def _first_contact(stack, customers, first_user_id, label):
     """Reset, then ``customers`` new customers write at once to one daphne (spawned here and returned: the caller
-    starts it, with the processes it needs besides, Stack.start_together)."""
+    waits for it with the processes it needs besides, Stack.wait_until_up)."""
     stack.reset_data()
     SandboxClient(stack.sandbox.url, BOT_TOKEN).reset()
     register_chats(stack, [first_user_id + number for number in range(customers)])
@@ -287,7 +287,7 @@ def first_contact_burst(stack, *, customers, progress, recording=None, worker_en
     replies. With ``recording`` (a profiling.Recording factory), the worker is sampled meanwhile."""
     server, spec = _first_contact(stack, customers, FIRST_USER_ID + 200_000_000, "burst")
     worker = stack.spawn_worker("worker-burst", **(worker_env or {}))
-    stack.start_together(server, worker)
+    stack.wait_until_up(server, worker)
     progress(f"first contact: {customers} new customers at once, one worker, default Telegram limits")
     profile = recording(worker).start() if recording else None
     started = time.monotonic()
@@ -317,7 +317,7 @@ def queued_backlog(stack, *, customers, progress, telegram_latency=0, recording=
     the sandbox holds each answer (the real Bot API's round trip, which the sandbox otherwise skips). With
     ``recording``, as above."""
     server, spec = _first_contact(stack, customers, FIRST_USER_ID + 300_000_000, "backlog")
-    stack.start_together(server)
+    stack.wait_until_up(server)
     progress(f"backlog: {customers} new customers' replies queued with no worker running")
     ingest = run_load("webhook", spec)
     stack.stop(server)

@@ -54,7 +54,7 @@ class Process:
     popen: subprocess.Popen
     log_path: Path
     url: str = ""
-    is_up: Callable[[], bool] = lambda: True  # its readiness check (Stack.start_together)
+    is_up: Callable[[], bool] | None = None  # a server's or a worker's readiness check (Stack.wait_until_up)
 
     @property
     def pid(self):
@@ -178,14 +178,14 @@ class Stack:
 
     def start_server(self, server="daphne", name=None, **env):
         """daphne (or uvicorn) serving bench.asgi on a free port; returns once /healthz answers."""
-        return self.start_together(self.spawn_server(server, name, **env))[0]
+        return self.wait_until_up(self.spawn_server(server, name, **env))[0]
 
     def start_worker(self, name=None, **env):
         """``manage.py worker``; returns once it has beaten (it is up), so its start-up is no workload's."""
-        return self.start_together(self.spawn_worker(name, **env))[0]
+        return self.wait_until_up(self.spawn_worker(name, **env))[0]
 
     def spawn_server(self, server="daphne", name=None, **env):
-        """``start_server``'s process, not yet waited for (``start_together``)."""
+        """``start_server``'s process, not yet waited for (``wait_until_up``)."""
         port = free_port()
         if server == "daphne":
             args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.asgi:application"]
@@ -199,16 +199,16 @@ class Stack:
         return process
 
     def spawn_worker(self, name=None, **env):
-        """``start_worker``'s process, not yet waited for (``start_together``)."""
+        """``start_worker``'s process, not yet waited for (``wait_until_up``)."""
         args = [sys.executable, "manage.py", "worker", "--interval", "0.1", "--no-startup-delay"]
         process = self.spawn(name or f"worker-{len(self.processes)}", args, self.env(**env))
         beaten = "SELECT count(*) FROM ops_workerheartbeat WHERE pid = %s"
         process.is_up = lambda: self.sql(beaten, [process.pid])[0][0]
         return process
 
-    def start_together(self, *processes):
-        """Wait until every one of the spawned ``processes`` is up: they start side by side, each on its own core
-        when it can, instead of one after the other. Returns them."""
+    def wait_until_up(self, *processes):
+        """Wait until every one of the spawned ``processes`` is up. Spawned first and waited for together, they
+        start side by side, each on its own core when it can, instead of one after the other. Returns them."""
         for process in processes:
             wait_for(lambda process=process: self._alive(process) and process.is_up(), 30, process.name)
         return list(processes)
@@ -278,7 +278,3 @@ class ConnectionSampler:
     def __exit__(self, *exc_info):
         self._stop.set()
         self._thread.join()
-
-    def count_now(self):
-        (count,) = self.stack.sql(self.QUERY, [self.stack.database])[0]
-        return count
