@@ -38,15 +38,22 @@ def reserve_send_slot(now=None):
     spacing = 1_000_000 // settings.TELEGRAM_GLOBAL_MESSAGES_PER_SECOND
     now_us = "" if now is None else int(now * 1_000_000)
     if settings.CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
-        from django_redis import get_redis_connection
-
         key = cache.make_key(NEXT_SEND_KEY)
-        return NEXT_SEND(keys=[key], args=[spacing, now_us], client=get_redis_connection("default")) / 1_000_000
+        return NEXT_SEND(keys=[key], args=[spacing, now_us], client=_redis_holding(key)) / 1_000_000
     now_us = int(time.time() * 1_000_000) if now is None else now_us
     with _in_process:
         at = max(cache.get(NEXT_SEND_KEY, 0), now_us)
         cache.set(NEXT_SEND_KEY, at + spacing, timeout=(at + spacing - now_us) / 1_000_000 + 1)
     return (at - now_us) / 1_000_000
+
+
+def _redis_holding(key):
+    """The Redis server that holds the cache's ``key``: over shards, the one django-redis hashes it to (as every
+    process does), which has no client for the cache as a whole."""
+    from django_redis.client import ShardClient
+
+    client = cache.client
+    return client.get_server(key) if isinstance(client, ShardClient) else client.get_client(write=True)
 
 
 # The local-memory cache is this process's: a lock here makes its read and write one step.

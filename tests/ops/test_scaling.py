@@ -11,11 +11,14 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
+import redis
 
+from bots.flood_limit import NEXT_SEND_KEY
 from realtime.groups import INBOX, ticket_group
 from realtime.layers import RedisPubSubChannelLayer
 from tests.bots import factories
-from tests.conftest import WEBHOOK_SECRET, free_port, wait_until
+from tests.bots.test_delivery import customer_ticket, reply_in, settled
+from tests.conftest import WEBHOOK_SECRET, free_port, unique_bot_token, wait_until
 from tests.realtime.live import live_socket, staff_session, stored_message
 from tickets import services
 
@@ -159,6 +162,22 @@ def test_agents_on_two_servers_on_two_redis_shards_see_each_others_typing_and_me
 def health_of(finished):
     line = next(line for line in finished.output.splitlines() if line.startswith('{"status"'))
     return {check["name"]: (check["status"], check["detail"]) for check in json.loads(line)["checks"]}
+
+
+def test_a_worker_on_two_redis_shards_sends_replies_within_telegrams_overall_limit(
+    sandbox, start_worker, redis_server, agent
+):
+    shards = [redis_server(), redis_server()]
+    bot = sandbox.client(unique_bot_token())
+    replies = [reply_in(customer_ticket(bot, 7200 + number), agent, f"reply {number}") for number in range(3)]
+
+    start_worker(bot.token, REDIS_URL=",".join(shard.url for shard in shards))
+    for reply in replies:
+        wait_until(settled(reply, "sent"), message="the replies to be sent")
+
+    # The overall limit's next free moment is kept on one shard, the one its key hashes to.
+    holding = [shard for shard in shards if redis.Redis(port=shard.port).keys(f"*{NEXT_SEND_KEY}")]
+    assert len(holding) == 1
 
 
 def test_the_healthcheck_reaches_every_shard(run_command, redis_server):
