@@ -105,7 +105,9 @@ def test_two_servers_and_two_workers_behind_nginx_serve_the_webhook_and_deliver_
         assert httpx.post(webhook, json=update, headers=headers, timeout=30).status_code == 200
     oversize = httpx.post(webhook, content=b"x" * (2 * 1024 * 1024), headers=headers, timeout=30)
     ready = httpx.get(f"{url}/readyz", timeout=15)
+    script = httpx.get(f"{url}/static/desk/desk.js", timeout=15)  # served by the application, through nginx
 
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert oversize.status_code == 413 and "nginx" in oversize.text  # refused by nginx, before daphne
     assert ready.status_code == 200, ready.text
     assert Message.objects.filter(direction=Message.Direction.IN).count() == 6
