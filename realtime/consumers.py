@@ -184,11 +184,9 @@ class TicketConsumer(DeskConsumer):
 
     async def open(self):
         self.ticket_id = self.scope["url_route"]["kwargs"]["ticket_id"]
-        found = await on_database_thread(_customer_chat)(self.ticket_id)
-        if found is None:
+        if await on_database_thread(_customer_chat)(self.ticket_id) is None:
             await self.refuse(NO_SUCH_TICKET)
             return False
-        (self.chat_id,) = found
         # Subscribed before any history is read, so nothing committed from now on can be missed.
         await self.join(ticket_group(self.ticket_id))
         return True
@@ -262,7 +260,7 @@ class TicketConsumer(DeskConsumer):
 
     async def on_typing(self, state):
         await self.relay_typing(state)
-        if state == "start" and self.chat_id is not None:
+        if state == "start":
             self.show_typing_in_telegram()
 
     async def relay_typing(self, state):
@@ -283,6 +281,10 @@ class TicketConsumer(DeskConsumer):
         """ "typing…" in the customer's chat (bots throttles it), in the background: a slow Bot API must not
         hold up this socket. At most one call per socket at a time."""
         if self.telegram_typing is None or self.telegram_typing.done():
-            self.telegram_typing = asyncio.create_task(
-                agent_typing.asend(sender=Ticket, chat_id=self.chat_id, agent=self.user)
-            )
+            self.telegram_typing = asyncio.create_task(self._show_typing_in_telegram())
+
+    async def _show_typing_in_telegram(self):
+        # The chat as it is now: a customer forgotten since the socket opened is not written to again.
+        (chat_id,) = await on_database_thread(_customer_chat)(self.ticket_id) or (None,)
+        if chat_id is not None:
+            await agent_typing.asend(sender=Ticket, chat_id=chat_id, agent=self.user)

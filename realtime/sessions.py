@@ -1,7 +1,8 @@
 """Open desk sockets end with the session that opened them.
 
 The consumers check who is connecting once, at connect. An agent who logs out closes the sockets of that
-session (4401); one deactivated or no longer staff closes all of theirs (4403). Each socket joins its
+session (4401), and one deleted all of theirs (4401); one deactivated or no longer staff closes all of theirs
+(4403). Each socket joins its
 agent's ``agent_sockets`` group, and these receivers send it ``session.ended``.
 """
 
@@ -54,3 +55,8 @@ def on_logged_out(sender, request, user, **kwargs):
 def on_user_saved(sender, instance, created, **kwargs):
     if not created and not (instance.is_active and instance.is_staff):
         transaction.on_commit(lambda: end_sockets(instance.pk, NOT_STAFF))
+
+
+def on_user_deleted(sender, instance, **kwargs):
+    user_id = instance.pk  # gone from the instance once the deletion is done
+    transaction.on_commit(lambda: end_sockets(user_id, NOT_AUTHENTICATED))

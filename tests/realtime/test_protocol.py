@@ -180,6 +180,15 @@ async def test_an_agent_who_may_no_longer_use_the_desk_has_every_socket_closed(a
         assert await communicator.receive_output() == {"type": "websocket.close", "code": 4403}
 
 
+async def test_a_deleted_agent_has_every_socket_closed(agent, ticket):
+    sockets = [(await open_socket(path, agent))[1] for path in ("/ws/inbox/", room(ticket))]
+
+    await agent.adelete()
+
+    for communicator in sockets:
+        assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
 # --- Bad frames: an error event, and the socket stays open ---------------------------------------------
 
 BAD_FRAMES = [
@@ -411,6 +420,22 @@ async def test_agent_typing_shows_in_telegram_without_waiting_for_the_bot_api(ag
     assert reply["message"]["text"] == "Typed it"  # the socket went on while the chat action was held
     calls = await asyncio.to_thread(wait_until, lambda: telegram.calls("sendChatAction"), message="sendChatAction")
     assert [int(call["params"]["chat_id"]) for call in calls] == [4242]
+
+
+async def test_no_typing_reaches_a_customer_forgotten_while_their_ticket_was_open(agent, telegram, django_user_model):
+    forgotten, other = [(await sync_to_async(customer_writes)(user_id=user_id)).ticket for user_id in (4343, 4344)]
+    for user_id in (4343, 4344):
+        await asyncio.to_thread(telegram.send_message, user_id, "hello")
+    sockets = [await connect(room(ticket), agent) for ticket in (forgotten, other)]
+    admin = await django_user_model.objects.acreate(username="dpo", is_staff=True, is_superuser=True)
+    await sync_to_async(services.forget_customer)(forgotten.customer, acting_user=admin)
+
+    for socket in sockets:
+        await socket.send({"type": "typing", "state": "start"})
+
+    chats = lambda: [int(call["params"]["chat_id"]) for call in telegram.calls("sendChatAction")]  # noqa: E731
+    await asyncio.to_thread(wait_until, lambda: 4344 in chats(), message="typing in the other customer's chat")
+    assert chats() == [4344]
 
 
 # --- Resume (G12) -------------------------------------------------------------------------------------
