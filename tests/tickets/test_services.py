@@ -298,6 +298,16 @@ def test_only_staff_can_be_assigned(ticket, django_user_model):
         services.assign_ticket(ticket, customer_user, acting_user=None)
 
 
+def test_a_deactivated_agent_cannot_be_assigned(ticket, other_agent):
+    other_agent.is_active = False
+    other_agent.save()
+
+    with pytest.raises(TicketRuleError, match="deactivated"):
+        services.assign_ticket(ticket, other_agent, acting_user=None)
+    ticket.refresh_from_db()
+    assert ticket.assignee is None
+
+
 def test_customer_edit_updates_the_stored_text(ticket):
     edited = services.record_message_edit(ALICE, 1, text="hello, edited", edited_at=timezone.now())
 
