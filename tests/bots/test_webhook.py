@@ -10,7 +10,7 @@ from django.db import connection
 
 from bots.models import TelegramUpdate
 from realtime.groups import INBOX
-from tests.conftest import drain, listen_to, wait_until
+from tests.conftest import WEBHOOK_SECRET, drain, listen_to, wait_until
 from tests.tcp_proxy import TcpProxy
 from tickets.models import Customer, Message, Ticket
 
@@ -255,6 +255,24 @@ def test_unhandled_update_kinds_and_group_chats_are_accepted_and_ignored(start_s
 
 
 # --- What customers send ------------------------------------------------------------------------------
+
+
+def test_text_no_database_can_store_as_sent_is_mended_and_stored_not_refused_for_ever(start_server):
+    # A lone surrogate, which JSON can escape and UTF-8 cannot carry: a 5xx would have Telegram redeliver it
+    # for a day, each time in vain.
+    server = start_server()
+    body = json.dumps(factories.update(9150, "hi \ud800 there"))  # ASCII: the surrogate as a \u escape
+
+    response = httpx.post(
+        f"{server.url}/telegram/webhook/",
+        content=body,
+        headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET, "Content-Type": "application/json"},
+        timeout=30,
+    )
+
+    assert response.status_code == 200
+
+    assert Message.objects.get(direction=Message.Direction.IN).text == "hi \ufffd there"
 
 
 @pytest.mark.parametrize("kind", sorted(factories.MEDIA))

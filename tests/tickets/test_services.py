@@ -392,6 +392,23 @@ def test_nul_characters_from_telegram_are_dropped_not_fatal(db):
     assert message.ticket.customer.first_name == "Null"
 
 
+def test_lone_surrogates_from_telegram_are_replaced_not_fatal(db):
+    # What json.loads makes of a "\\ud800" escape with no pair: storable in no UTF-8 database as it is.
+    profile = TelegramProfile(user_id=334, first_name="Ann\ud800")
+
+    message, _ = services.record_inbound_message(
+        profile,
+        text="hi \udfff there \U0001f600",
+        telegram_message_id=1,
+        attachment={"kind": "document", "file_name": "\ud83d.txt"},
+    )
+
+    message.refresh_from_db()
+    assert message.text == "hi \ufffd there \U0001f600"
+    assert message.attachment["file_name"] == "\ufffd.txt"
+    assert message.ticket.customer.first_name == "Ann\ufffd"
+
+
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_message_arriving_while_an_agent_closes_the_ticket_opens_a_new_one():

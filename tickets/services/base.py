@@ -21,9 +21,15 @@ class TicketRuleError(Exception):
 
 
 def storable(value):
-    """``value`` without NUL characters, which PostgreSQL cannot store in text or JSON (recursively)."""
+    """``value`` as PostgreSQL can store it in text or JSON (recursively): without NUL characters, and with
+    each lone UTF-16 surrogate (which a JSON ``\\u`` escape can carry and UTF-8 cannot) replaced by U+FFFD."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        value = value.replace("\x00", "")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            value = "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in value)
+        return value
     if isinstance(value, dict):
         return {storable(key): storable(item) for key, item in value.items()}
     if isinstance(value, list):
