@@ -367,6 +367,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact_secrets"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
+        # Only through the root's handler, which redacts: Django's own for "django" (its console, in DEBUG)
+        # would print every record a second time, unredacted.
+        "django": {"handlers": []},
         # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

@@ -24,3 +24,13 @@ def test_a_malformed_log_call_is_left_to_the_handler_not_raised():
     item = record("two placeholders %s %s", 1)
 
     assert RedactSecrets().filter(item)
+
+
+def test_every_handler_a_django_record_reaches_redacts_secrets():
+    handlers, logger = [], logging.getLogger("django.request")
+    while logger is not None:
+        handlers += [handler for handler in logger.handlers if not type(handler).__module__.startswith("_pytest")]
+        logger = logger.parent if logger.propagate else None
+
+    assert handlers
+    assert all(any(isinstance(item, RedactSecrets) for item in handler.filters) for handler in handlers)
