@@ -32,6 +32,7 @@ from tickets import services
 from tickets.models import Ticket
 
 BASE_DIR = Path(settings.BASE_DIR)
+CHROMIUM = "/usr/bin/chromium"  # Debian's, driven by Playwright in the browser tests
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,6 +44,7 @@ def pytest_collection_modifyitems(config, items):
         "needs_redis": (not settings.REDIS_URL, "set REDIS_URL"),
         "needs_postgres": (not has_postgres, "set DATABASE_URL"),
         "needs_nginx": (shutil.which("nginx") is None, "install nginx"),
+        "needs_chromium": (shutil.which(CHROMIUM) is None, "install Debian's chromium (apt-get install -y chromium)"),
         "drill": (
             not can_run_postgres() or shutil.which("redis-server") is None,
             "install the PostgreSQL server and redis-server",

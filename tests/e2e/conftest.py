@@ -18,6 +18,7 @@ from playwright.async_api import Page, async_playwright, expect
 
 from tests.conftest import (
     BASE_DIR,
+    CHROMIUM,
     WEBHOOK_SECRET,
     launch_server,
     launch_worker,
@@ -25,7 +26,6 @@ from tests.conftest import (
     unique_bot_token,
 )
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -58,8 +58,6 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`apt-get install -y chromium`).")
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     BROWSER_RAN.append(True)
     async with async_playwright() as playwright:

@@ -17,7 +17,7 @@ from tickets.models import Message, Ticket
 from .conftest import PHONE
 from .pictures import png
 
-pytestmark = [pytest.mark.needs_redis, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.needs_redis, pytest.mark.needs_chromium, pytest.mark.asyncio(loop_scope="session")]
 
 # The browser's own reports while the server is down: refused WebSocket handshakes and requests.
 SERVER_DOWN = (r"WebSocket connection to .* failed", r"Failed to load resource")
