@@ -8,7 +8,9 @@ from django.db import connections
 from django.urls import reverse
 from playwright.async_api import expect
 
-from realtime.broadcast import send_events
+from realtime import events
+from realtime.broadcast import send_events, send_to_group
+from realtime.groups import ticket_group
 from tests.conftest import wait_until
 from tickets import services
 from tickets.hooks import held_announcements
@@ -89,6 +91,20 @@ async def test_two_agents_see_each_others_typing_a_reply_with_its_tick_and_who_h
     await expect(alice.locator(".message--out", has_text="We found your parcel.")).to_contain_text("Seen by Bob Chen")
     chat = await blocking(desk.bot.chat, 501)
     assert [message.get("text") for message in chat].count("We found your parcel.\nIt ships today.") == 1
+
+
+async def test_a_colleagues_typing_vanishes_by_itself_once_its_author_falls_silent(desk, agents):
+    """G7: a page that stops refreshing its typing without saying stop (a closed laptop, a dropped network)
+    stops showing as typing on its colleagues' pages, with no server-side timer."""
+    ticket = await customer_writes(desk, 510, "Anyone there?", first_name="Lea")
+    bob = await desk.open(agents.bob, ticket_path(ticket))
+    await live(bob)
+
+    # Alice's page says she is typing, as it would, and then nothing more: no refresh and no stop.
+    await send_to_group(ticket_group(ticket.pk), [events.typing_event(agents.alice, "start", expires_in=2)])
+
+    await expect(bob.locator("#typing")).to_have_text("Alice Martin is typing…")
+    await expect(bob.locator("#typing")).to_have_text("", timeout=10_000)
 
 
 async def test_a_customer_message_appears_live_in_the_inbox_and_on_the_ticket_page(desk, agents):
