@@ -21,7 +21,8 @@ from django.conf import settings
 from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ApplicationBuilder
-from telegram.request import HTTPXRequest
+
+from .bot_api_http import AiohttpRequest
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,15 @@ def build_application():
         .base_url(f"{settings.TELEGRAM_API_URL}/bot")
         .base_file_url(f"{settings.TELEGRAM_API_URL}/file/bot")
         .updater(None)
-        .connection_pool_size(settings.TELEGRAM_WEBHOOK_MAX_CONNECTIONS + 8)
-        .connect_timeout(5)
-        .read_timeout(10)
-        .write_timeout(10)
-        .pool_timeout(5)
+        .request(
+            AiohttpRequest(
+                connection_pool_size=settings.TELEGRAM_WEBHOOK_MAX_CONNECTIONS + 8,
+                connect_timeout=5,
+                read_timeout=10,
+                write_timeout=10,
+                pool_timeout=5,
+            )
+        )
         .build()
     )
 
@@ -56,7 +61,13 @@ async def fetch_webhook_info(request_timeout):
     """Telegram's getWebhookInfo for this bot, with a Bot of its own whose every timeout is ``request_timeout``
     (for the health check: it must not wait on the Application's initialisation or its connection pool)."""
     seconds = request_timeout
-    request = HTTPXRequest(connect_timeout=seconds, read_timeout=seconds, write_timeout=seconds, pool_timeout=seconds)
+    request = AiohttpRequest(
+        connection_pool_size=1,
+        connect_timeout=seconds,
+        read_timeout=seconds,
+        write_timeout=seconds,
+        pool_timeout=seconds,
+    )
     bot = Bot(
         settings.TELEGRAM_BOT_TOKEN,
         base_url=f"{settings.TELEGRAM_API_URL}/bot",
@@ -64,6 +75,7 @@ async def fetch_webhook_info(request_timeout):
         request=request,
     )
     try:
+        await request.initialize()
         return await bot.get_webhook_info()
     except InvalidToken:
         raise BotNotReady(TOKEN_REJECTED) from None

@@ -1,0 +1,77 @@
+"""The bot's HTTP client (bots.bot_api_http): PTB's calls over aiohttp, with PTB's timeouts and errors, and never
+the bot token in an error (it is in every Bot API URL, and a delivery's error is shown to agents)."""
+
+import asyncio
+import time
+
+import pytest
+from telegram import Bot
+from telegram.error import BadRequest, NetworkError, TimedOut
+
+from bots.bot_api_http import AiohttpRequest
+from tests.conftest import unique_bot_token
+
+
+def request(**timeouts):
+    seconds = {"connect_timeout": 5, "read_timeout": 10, "write_timeout": 10, "pool_timeout": 5} | timeouts
+    return AiohttpRequest(connection_pool_size=4, **seconds)
+
+
+async def call(base_url, token, method, *args, request=None, **kwargs):
+    async with Bot(token, base_url=f"{base_url}/bot", request=request or globals()["request"]()) as bot:
+        return await getattr(bot, method)(*args, **kwargs)
+
+
+def test_a_call_gets_telegrams_answer_and_its_errors_as_ptbs(bot, sandbox):
+    chat = 77
+    bot.send_message(chat, "registers the chat")
+
+    sent = asyncio.run(call(sandbox.url, bot.token, "send_message", chat, "Ticket #1 is open."))
+    assert sent.text == "Ticket #1 is open." and sent.chat_id == chat
+
+    bot.add_fault("sendMessage", error_code=400, description="Bad Request: chat not found")
+    with pytest.raises(BadRequest, match="Chat not found"):
+        asyncio.run(call(sandbox.url, bot.token, "send_message", chat, "again"))
+
+
+def test_a_telegram_slower_than_the_read_timeout_is_a_timeout(bot, sandbox):
+    bot.add_fault("getMe", delay=5)
+    started = time.monotonic()
+    with pytest.raises(TimedOut):
+        asyncio.run(call(sandbox.url, bot.token, "get_me", request=request(read_timeout=0.5)))
+    assert time.monotonic() - started < 4
+
+
+def test_a_broken_answer_is_a_network_error_that_does_not_quote_the_token():
+    token = unique_bot_token()
+
+    async def scenario():
+        async def answer_garbage(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n{}")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer_garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            with pytest.raises(NetworkError) as raised:
+                await call(f"http://127.0.0.1:{port}", token, "get_me")
+        return raised.value
+
+    error = asyncio.run(scenario())
+    assert "aiohttp.ClientResponseError" in error.message
+    assert token not in error.message and token not in repr(error)
+
+
+def test_nothing_listening_is_a_network_error(unused_tcp_port):
+    with pytest.raises(NetworkError, match="Cannot connect"):
+        asyncio.run(call(f"http://127.0.0.1:{unused_tcp_port}", unique_bot_token(), "get_me"))
+
+
+def test_an_upload_is_refused_with_what_to_do_instead(bot, sandbox):
+    chat = 78
+    bot.send_message(chat, "registers the chat")
+    with pytest.raises(NetworkError, match="file_id"):
+        asyncio.run(call(sandbox.url, bot.token, "send_document", chat, b"%PDF-1.4", filename="a.pdf"))
+    assert bot.calls("sendDocument") == []
