@@ -152,6 +152,22 @@ def test_seven_429s_then_a_502_then_success_deliver_once_and_the_429s_cost_no_re
     assert [m["text"] for m in bot.chat(118)].count("We are on it") == 1
 
 
+def test_429s_between_two_502s_cost_no_retry_window_either(bot, start_worker, agent):
+    ticket = customer_ticket(bot, 121)
+    bot.add_fault("sendMessage", error_code=502, description="Bad Gateway", times=1)
+    bot.add_fault("sendMessage", error_code=429, retry_after=1, times=4)
+    bot.add_fault("sendMessage", error_code=502, description="Bad Gateway", times=1)
+    reply = reply_in(ticket, agent)
+
+    # The window is shorter than the 429s: had the first 502's window kept running through them, the second
+    # 502 would have ended the reply.
+    start_worker(bot.token, TELEGRAM_DELIVERY_RETRY_WINDOW_SECONDS=2, **FAST_RETRIES)
+    wait_until(settled(reply, "sent"), timeout=30, message="the reply to be sent")
+
+    assert [call["status"] for call in sends(bot)] == [502] + [429] * 4 + [502, 200]
+    assert [m["text"] for m in bot.chat(121)].count("We are on it") == 1
+
+
 def test_transient_errors_end_in_failed_when_the_retry_window_is_over(bot, start_worker, agent):
     ticket = customer_ticket(bot, 104)
     bot.add_fault("sendMessage", error_code=500, description="Internal Server Error", times=None)
