@@ -59,7 +59,8 @@ def deliver(message_id):
         sent = BotLoop.run(lambda bot: _send(bot, chat_id, message), timeout=lease / 2)
     except RetryAfter as error:
         seconds = _seconds(error.retry_after)
-        _retry(message, seconds, f"Telegram asked to slow down; retrying in {seconds:g} s.", transient=False)
+        note = f"Telegram asked to slow down; retrying in {seconds:g} s."
+        _retry(message, seconds, note, transient=False, telegram_wait=True)
     except Forbidden:
         record_failed(message, "The customer has blocked the bot, so Telegram refused the message.")
     except BadRequest as error:
@@ -111,9 +112,10 @@ def _retry_transient(message, error):
     _retry(message, delay, note, transient=True)
 
 
-def _retry(message, seconds, error, *, transient):
+def _retry(message, seconds, error, *, transient, telegram_wait=False):
     logger.info("Reply %s: attempt %s failed (%s)", message.pk, message.delivery_attempts, error)
-    schedule_delivery_retry(message, timezone.now() + timedelta(seconds=seconds), error, transient=transient)
+    due_at = timezone.now() + timedelta(seconds=seconds)
+    schedule_delivery_retry(message, due_at, error, transient=transient, telegram_wait=telegram_wait)
 
 
 def _seconds(retry_after):

@@ -173,13 +173,18 @@ def _wake_next_reply(settled, due_at):
     _make_head_due_at(settled.ticket.customer_id, due_at, due_at)
 
 
-def schedule_delivery_retry(message, due_at: datetime, error, *, transient):
+def schedule_delivery_retry(message, due_at: datetime, error, *, transient, telegram_wait=False):
     """Keep the reply queued (and its chat's later replies waiting), note ``error``, and enqueue its next
     attempt for ``due_at`` — if the attempt still holds its lease. ``transient`` errors count towards the
-    retry window; Telegram's 429 does not."""
+    retry window; the wait Telegram asks for with a 429 (``telegram_wait``) does not."""
     with transaction.atomic():
         held = services.mark_delivery_retrying(
-            message, error, lease_until=message.delivery_due_at, retry_at=due_at, transient=transient
+            message,
+            error,
+            lease_until=message.delivery_due_at,
+            retry_at=due_at,
+            transient=transient,
+            telegram_wait=telegram_wait,
         )
         if not held:
             logger.warning(

@@ -166,6 +166,9 @@ def test_429s_between_two_502s_cost_no_retry_window_either(bot, start_worker, ag
 
     assert [call["status"] for call in sends(bot)] == [502] + [429] * 4 + [502, 200]
     assert [m["text"] for m in bot.chat(121)].count("We are on it") == 1
+    # One run of failures: the agent saw the reply held up once.
+    deliveries = TicketEvent.objects.filter(ticket=ticket, kind="delivery").order_by("seq")
+    assert list(deliveries.values_list("data__status", flat=True)) == ["queued", "sent"]
 
 
 def test_transient_errors_end_in_failed_when_the_retry_window_is_over(bot, start_worker, agent):

@@ -86,20 +86,21 @@ def _update_if_held(message, lease_until, first=(), **fields):
     return True
 
 
-def mark_delivery_retrying(message, error, *, lease_until, retry_at, transient):
+def mark_delivery_retrying(message, error, *, lease_until, retry_at, transient, telegram_wait=False):
     """The attempt failed for a passing reason ``error``: the reply stays queued, due again at ``retry_at``.
 
     A ``transient`` error (not Telegram's 429) starts the retry window (``delivery_failing_since``) unless
     it runs already; the first one is recorded as a delivery event (queued, with the reason), so the agent
-    sees the reply held up, and the customer's later replies with it. A 429 ends the window: Telegram
-    answered, and the time spent waiting on it never counts. False if the attempt lost its lease.
+    sees the reply held up, and the customer's later replies with it. A ``telegram_wait`` (Telegram's 429)
+    moves a running window on by the wait, so the time Telegram has the reply wait never counts towards it.
+    False if the attempt lost its lease.
     """
     fields = {"delivery_due_at": retry_at, "delivery_error": error}
     first_failure = transient and message.delivery_failing_since is None
     if first_failure:
         fields["delivery_failing_since"] = timezone.now()
-    elif not transient:
-        fields["delivery_failing_since"] = None
+    elif telegram_wait and message.delivery_failing_since is not None:
+        fields["delivery_failing_since"] = message.delivery_failing_since + (retry_at - timezone.now())
     with transaction.atomic(savepoint=False):
         # No customer's lock here: the ticket's, first, orders this with an erasure (ticket, then its replies).
         ticket = lock_ticket(message.ticket_id) if first_failure else None
