@@ -73,6 +73,7 @@ async def fetch_webhook_info(request_timeout):
         base_url=f"{settings.TELEGRAM_API_URL}/bot",
         base_file_url=f"{settings.TELEGRAM_API_URL}/file/bot",
         request=request,
+        get_updates_request=request,  # else PTB builds an httpx client of its own, never used
     )
     try:
         await request.initialize()

@@ -1,18 +1,21 @@
-"""python-telegram-bot's calls to the Bot API over aiohttp, in place of its default client (httpx).
+"""python-telegram-bot's calls to the Bot API over aiohttp, in place of its default client (httpx), whose own
+overhead was most of a reply's send in a worker (docs/performance.md, "The worker's HTTP client").
 
-A reply's send was a fifth of a worker's CPU, most of it httpx's own: in-process against the sandbox, PTB's
-``send_message`` took 1.9 and 2.7 ms of CPU with its ``HTTPXRequest``, 0.76 and 0.71 ms with this; a worker
-spends about a fifth less CPU per reply (docs/performance.md, "The worker's HTTP client"). aiohttp is the
-project's already (the sandbox's server).
+PTB's four timeouts bound the same phases, with two differences: aiohttp waits for a pooled connection and
+makes a new one within one bound (so that wait may take the pool's and the connect's timeouts together),
+and has no timeout per write, so a call is also bounded as a whole by the sum of the four. What the Bot API
+is sent here is a few form fields (replies go by text or by file_id), a socket buffer's worth; an upload is
+refused.
 
-PTB's four timeouts keep their meaning, but for the write: aiohttp has no timeout per write, so a call is
-bounded as a whole by the sum of the four (each phase within its own bound fits in it). What the Bot API is
-sent here is a few form fields (replies go by text or by file_id), so the write is a socket buffer's worth;
-an upload is refused.
+Like httpx, it follows no redirect (a Bot API call is a POST of its own), and takes a proxy from
+HTTPS_PROXY / NO_PROXY. No error it raises quotes the request's URL, which holds the bot token (a
+delivery's error is shown to agents); aiohttp's own is not chained to it, since its arguments quote the URL.
 """
 
+import re
+
 import aiohttp
-from telegram.error import NetworkError, TimedOut
+from telegram.error import NetworkError, TelegramError, TimedOut
 from telegram.request import BaseRequest
 
 
@@ -32,9 +35,12 @@ class AiohttpRequest(BaseRequest):
     async def initialize(self):
         if self.session is None or self.session.closed:
             connector = aiohttp.TCPConnector(limit=self.connection_pool_size)
-            # No cookies (the Bot API sets none) and no headers but PTB's own user agent.
+            # No cookies (the Bot API sets none), and PTB's user agent rather than aiohttp's.
             self.session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",)
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent",),
+                trust_env=True,
             )
 
     async def shutdown(self):
@@ -54,7 +60,7 @@ class AiohttpRequest(BaseRequest):
         if self.session is None or self.session.closed:
             raise RuntimeError("This AiohttpRequest is not initialized.")
         if request_data is not None and request_data.contains_files:
-            raise NetworkError("Uploading files is not supported here: send media by their Telegram file_id.")
+            raise TelegramError("Uploading files is not supported here: send media by their Telegram file_id.")
         timeout = self._timeout(
             {"connect": connect_timeout, "read": read_timeout, "write": write_timeout, "pool": pool_timeout}
         )
@@ -65,12 +71,13 @@ class AiohttpRequest(BaseRequest):
                 data=request_data.json_parameters if request_data is not None else None,
                 headers={"User-Agent": self.USER_AGENT},
                 timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as error:  # aiohttp's own timeouts are TimeoutErrors too
-            raise TimedOut from error
+            raise TimedOut(f"Timed out: {_described(error)}") from None
         except aiohttp.ClientError as error:
-            raise NetworkError(f"aiohttp.{type(error).__name__}: {_without_url(error)}") from error
+            raise NetworkError(_described(error)) from None
 
     def _timeout(self, given):
         """PTB's four timeouts (None: no limit), the defaults where a call gives none, as aiohttp's."""
@@ -90,10 +97,13 @@ class AiohttpRequest(BaseRequest):
         )
 
 
-def _without_url(error):
-    """What went wrong, without the request's URL, which holds the bot token."""
+URL = re.compile(r"\w+://\S+")
+
+
+def _described(error):
+    """What went wrong, without the request's URL."""
     if isinstance(error, aiohttp.ClientResponseError):
-        return f"{error.status}, {error.message}"
-    if isinstance(error, aiohttp.InvalidURL):
-        return "the Bot API URL is not valid"
-    return str(error)
+        detail = f"{error.status}, {error.message}"
+    else:
+        detail = URL.sub("<the Bot API URL>", str(error))
+    return f"aiohttp.{type(error).__name__}: {detail}" if detail else f"aiohttp.{type(error).__name__}"
