@@ -368,7 +368,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
         # Only through the root's handler, which redacts: Django's own for "django" (its console, in DEBUG)
-        # would print every record a second time, unredacted.
+        # would print every record a second time, unredacted; its mail_admins goes too (ADMINS is not set).
         "django": {"handlers": []},
         # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
         "httpx": {"level": "WARNING"},

@@ -101,10 +101,10 @@ async def test_a_colleagues_typing_vanishes_by_itself_once_its_author_falls_sile
     await live(bob)
 
     # Alice's page says she is typing, as it would, and then nothing more: no refresh and no stop.
-    await send_to_group(ticket_group(ticket.pk), [events.typing_event(agents.alice, "start", expires_in=2)])
+    await send_to_group(ticket_group(ticket.pk), [events.typing_event(agents.alice, "start", expires_in=5)])
 
     await expect(bob.locator("#typing")).to_have_text("Alice Martin is typing…")
-    await expect(bob.locator("#typing")).to_have_text("", timeout=10_000)
+    await expect(bob.locator("#typing")).to_have_text("", timeout=15_000)
 
 
 async def test_a_customer_message_appears_live_in_the_inbox_and_on_the_ticket_page(desk, agents):

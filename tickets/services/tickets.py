@@ -105,12 +105,12 @@ def assign_ticket(ticket, assignee, *, acting_user):
     """Give the ticket to an agent (or to nobody, with ``assignee=None``). Returns the ticket as it is now."""
     if assignee is not None and not assignee.is_staff:
         raise TicketRuleError(f"{assignee} is not an agent (staff user) and cannot be assigned tickets.")
-    if assignee is not None and not assignee.is_active:
-        raise TicketRuleError(f"{assignee}'s account is deactivated: they can no longer sign in to answer tickets.")
     with transaction.atomic():
         current = lock_ticket(ticket.pk)
         if current.assignee_id == (assignee.pk if assignee else None):
             return current
+        if assignee is not None and not assignee.is_active:
+            raise TicketRuleError(f"{assignee}'s account is deactivated: they can no longer sign in to answer tickets.")
         previous = user_data(current.assignee)
         current.assignee, current.updated_at = assignee, timezone.now()
         Ticket.objects.filter(pk=current.pk).update(assignee=assignee, updated_at=current.updated_at)
