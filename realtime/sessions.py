@@ -2,8 +2,7 @@
 
 The consumers check who is connecting once, at connect. An agent who logs out closes the sockets of that
 session (4401), and one deleted all of theirs (4401); one deactivated or no longer staff closes all of theirs
-(4403). Each socket joins its
-agent's ``agent_sockets`` group, and these receivers send it ``session.ended``.
+(4403). Each socket joins its agent's ``agent_sockets`` group, and these receivers send it ``session.ended``.
 """
 
 import asyncio

@@ -2,7 +2,6 @@
 the bot token in an error (it is in every Bot API URL, and a delivery's error is shown to agents)."""
 
 import asyncio
-import time
 
 import pytest
 from telegram import Bot
@@ -35,11 +34,10 @@ def test_a_call_gets_telegrams_answer_and_its_errors_as_ptbs(bot, sandbox):
 
 
 def test_a_telegram_slower_than_the_read_timeout_is_a_timeout(bot, sandbox):
+    # Slower than this read timeout (0.5 s), faster than the 10 s of the others: only that bound makes it fail.
     bot.add_fault("getMe", delay=5)
-    started = time.monotonic()
     with pytest.raises(TimedOut):
         asyncio.run(call(sandbox.url, bot.token, "get_me", request=request(read_timeout=0.5)))
-    assert time.monotonic() - started < 4
 
 
 def test_waiting_for_a_pooled_connection_times_out_without_quoting_the_token(bot, sandbox):
