@@ -2,6 +2,7 @@
 the bot token in an error (it is in every Bot API URL, and a delivery's error is shown to agents)."""
 
 import asyncio
+import re
 
 import pytest
 from telegram import Bot
@@ -90,6 +91,35 @@ def test_a_redirect_is_not_followed():
 
     assert isinstance(error, NetworkError) and "302" in error.message
     assert len(requests) == 1
+
+
+def test_a_proxy_named_by_http_proxy_carries_the_calls(monkeypatch):
+    requests = []
+
+    async def scenario():
+        async def proxy(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(re.search(rb"(?i)content-length: *(\d+)", head)[1]))
+            requests.append(head.split(b"\r\n", 1)[0])
+            body = b'{"ok": true, "result": {"id": 1, "is_bot": true, "first_name": "Bot", "username": "a_bot"}}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                % len(body)
+            )
+            writer.write(body)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        async with server:
+            return await call("http://api.telegram.invalid", unique_bot_token(), "get_me")
+
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    assert asyncio.run(scenario()).username == "a_bot"
+    assert requests and all(line.startswith(b"POST http://api.telegram.invalid/bot") for line in requests)
 
 
 def test_nothing_listening_is_a_network_error(unused_tcp_port):
