@@ -3,6 +3,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 
+from bots import application
 from tests.conftest import unique_bot_token
 
 
@@ -56,3 +57,5 @@ def test_a_refusal_says_what_to_check(bot):
 
     with pytest.raises(CommandError, match="Check TELEGRAM_BOT_TOKEN"):
         call_command("telegram_webhook", "info")
+    # The failed initialisation's HTTP clients were closed with the command's event loop, not kept for a retry.
+    assert application._holder.pending is None

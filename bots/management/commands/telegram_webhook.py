@@ -29,9 +29,9 @@ class Command(BaseCommand):
             ) from None
 
     async def run(self, action, drop_pending_updates):
-        application = await get_application()
         try:
-            bot = application.bot
+            # In the try: an initialisation that fails keeps its HTTP clients (for a retry), closed here too.
+            bot = (await get_application()).bot
             if action == "set":
                 await bot.set_webhook(
                     url=settings.TELEGRAM_WEBHOOK_URL,
