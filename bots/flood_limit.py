@@ -13,6 +13,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django_redis.client import ShardClient
 from redis.commands.core import Script
 
 # KEYS[1]: the next free moment (µs); ARGV[1]: the spacing (µs); ARGV[2]: now (µs), or "" for Redis's clock.
@@ -50,8 +51,6 @@ def reserve_send_slot(now=None):
 def _redis_holding(key):
     """The Redis server that holds the cache's ``key``: over shards, the one django-redis hashes it to (as every
     process does), which has no client for the cache as a whole."""
-    from django_redis.client import ShardClient
-
     client = cache.client
     return client.get_server(key) if isinstance(client, ShardClient) else client.get_client(write=True)
 

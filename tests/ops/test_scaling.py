@@ -7,19 +7,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 
 import httpx
 import pytest
 import redis
 
-from bots.flood_limit import NEXT_SEND
+from bots.flood_limit import NEXT_SEND, reserve_send_slot
 from realtime.groups import INBOX, ticket_group
 from realtime.layers import RedisPubSubChannelLayer
 from tests.bots import factories
 from tests.bots.test_delivery import customer_ticket, reply_in, settled
 from tests.conftest import WEBHOOK_SECRET, free_port, unique_bot_token, wait_until
 from tests.realtime.live import live_socket, staff_session, stored_message
+from tests.tickets.test_services import run_at_once
 from tickets import services
 
 # The servers' channel-layer prefix (settings.py): their shards' URLs name no database, so 0.
@@ -179,6 +181,26 @@ def test_a_worker_on_two_redis_shards_sends_replies_within_telegrams_overall_lim
     # script stays loaded).
     ran_on = [shard for shard in shards if redis.Redis(port=shard.port).script_exists(NEXT_SEND.sha)[0]]
     assert len(ran_on) == 1
+
+
+def test_concurrent_sends_on_two_redis_shards_share_one_overall_limit(redis_server, settings):
+    shards = [redis_server(), redis_server()]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": [shard.url for shard in shards],
+            "KEY_PREFIX": "limit-test",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient"},
+        }
+    }
+    settings.TELEGRAM_GLOBAL_MESSAGES_PER_SECOND = 4
+    now = time.time() + 10**6  # a moment of this test's own
+    waits = []
+
+    run_at_once(8, lambda _: waits.append(reserve_send_slot(now)))
+
+    # Each asked at once, each got its own place a quarter of a second after the one before: one limit.
+    assert sorted(waits) == [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 
 
 def test_the_healthcheck_reaches_every_shard(run_command, redis_server):
